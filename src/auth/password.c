@@ -1,0 +1,111 @@
+/* password.c - verify and create password hashes with libxcrypt. */
+#include "auth/password.h"
+
+#include <crypt.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <openssl/crypto.h>
+
+#include "common/log.h"
+#include "common/strutil.h"
+#include "common/xmalloc.h"
+
+/* Schemes whose hash is a crypt(3) string. */
+static const char *const crypt_schemes[] = {
+	"CRYPT", "SHA512-CRYPT", "SHA256-CRYPT", "BLF-CRYPT", "YESCRYPT", "MD5-CRYPT",
+};
+
+/* Split "{SCHEME}rest" into scheme and rest; no braces means CRYPT. */
+static const char *split_scheme(const char *stored, char *scheme, size_t len)
+{
+	if (stored[0] != '{') {
+		snprintf(scheme, len, "CRYPT");
+		return stored;
+	}
+	const char *end = strchr(stored, '}');
+	if (end == NULL || (size_t)(end - stored - 1) >= len) {
+		scheme[0] = '\0';
+		return stored;
+	}
+	memcpy(scheme, stored + 1, (size_t)(end - stored - 1));
+	scheme[end - stored - 1] = '\0';
+	return end + 1;
+}
+
+const char *password_plaintext(const char *stored)
+{
+	char scheme[32];
+	const char *rest = split_scheme(stored, scheme, sizeof(scheme));
+	if (strcasecmp(scheme, "PLAIN") == 0 || strcasecmp(scheme, "CLEARTEXT") == 0)
+		return rest;
+	return NULL;
+}
+
+static enum password_result check_crypt(const char *hash, const char *password)
+{
+	struct crypt_data *data = xcalloc(1, sizeof(*data));
+	enum password_result r = PASSWORD_BAD_HASH;
+	const char *out = crypt_rn(password, hash, data, sizeof(*data));
+	/* libxcrypt returns NULL or a string starting with '*' on failure. */
+	if (out != NULL && out[0] != '*')
+		r = const_time_eq(out, strlen(out), hash, strlen(hash)) ? PASSWORD_OK
+									: PASSWORD_MISMATCH;
+	OPENSSL_cleanse(data, sizeof(*data));
+	free(data);
+	return r;
+}
+
+enum password_result password_verify(const char *stored, const char *password)
+{
+	char scheme[32];
+	const char *rest = split_scheme(stored, scheme, sizeof(scheme));
+	const char *plain = password_plaintext(stored);
+	if (plain != NULL)
+		return const_time_eq(plain, strlen(plain), password, strlen(password))
+			       ? PASSWORD_OK
+			       : PASSWORD_MISMATCH;
+	for (size_t i = 0; i < sizeof(crypt_schemes) / sizeof(crypt_schemes[0]); i++) {
+		if (strcasecmp(scheme, crypt_schemes[i]) != 0)
+			continue;
+		enum password_result r = check_crypt(rest, password);
+		if (r == PASSWORD_BAD_HASH)
+			log_error("password hash of scheme %s is malformed or unsupported", scheme);
+		return r;
+	}
+	log_error("unknown password scheme {%s}", scheme);
+	return PASSWORD_BAD_HASH;
+}
+
+static pthread_once_t dummy_once = PTHREAD_ONCE_INIT;
+static char *dummy_hash;
+
+static void make_dummy(void)
+{
+	dummy_hash = password_hash("pigeon-dummy-password", "$y$");
+}
+
+void password_verify_dummy(const char *password)
+{
+	pthread_once(&dummy_once, make_dummy);
+	if (dummy_hash != NULL)
+		(void)password_verify(dummy_hash, password);
+}
+
+char *password_hash(const char *password, const char *prefix)
+{
+	char salt[CRYPT_GENSALT_OUTPUT_SIZE];
+	if (crypt_gensalt_rn(prefix ? prefix : "$y$", 0, NULL, 0, salt, sizeof(salt)) == NULL)
+		return NULL;
+	struct crypt_data *data = xcalloc(1, sizeof(*data));
+	const char *out = crypt_rn(password, salt, data, sizeof(*data));
+	char *result = NULL;
+	if (out != NULL && out[0] != '*')
+		result = xasprintf("{CRYPT}%s", out);
+	OPENSSL_cleanse(data, sizeof(*data));
+	free(data);
+	return result;
+}

@@ -1,0 +1,67 @@
+/*
+ * config.h - pigeond's settings: one struct, one table of every setting with
+ * its type, default and bounds (config.c), and a loader that reports the
+ * first problem as "FILE:LINE: problem".
+ */
+#ifndef PIGEON_CONFIG_H
+#define PIGEON_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/log.h"
+#include "common/net.h"
+
+#define EXPIRE_UNSET (-1)  /* do not advertise EXPIRE */
+#define EXPIRE_NEVER (-2)  /* advertise EXPIRE NEVER */
+
+struct config {
+	char *path;
+
+	/* [server] */
+	struct net_addr *pop3_listen;
+	size_t n_pop3_listen;
+	unsigned max_sessions;
+	unsigned worker_threads;
+
+	/* [pop3] */
+	char *greeting;
+	char *implementation;   /* empty: no IMPLEMENTATION capability */
+	unsigned preauth_timeout_ms;
+	unsigned idle_timeout_ms;
+	unsigned send_timeout_ms;
+	unsigned max_bad_commands;
+	unsigned login_delay;   /* seconds; 0: LOGIN-DELAY not advertised */
+	int expire;             /* days, EXPIRE_UNSET or EXPIRE_NEVER */
+	bool outlook_no_nuls;
+
+	/* [auth] */
+	char *passwd_file;
+	bool apop;
+	unsigned max_auth_failures;
+	unsigned failure_delay_ms;
+	struct net_prefix *trusted_networks;
+	size_t n_trusted_networks;
+
+	/* [mail] */
+	char *mail_location;    /* template; empty: <home>/Maildir */
+	bool mark_seen;
+
+	/* [log] */
+	enum log_level log_level;
+};
+
+/* Fill with the built-in defaults. */
+void config_defaults(struct config *cfg);
+/* Parse FILE over the current values. On failure returns -1 and writes
+ * "FILE:LINE: problem" (or "FILE: problem") into err. */
+int config_load(struct config *cfg, const char *path, char *err, size_t errlen);
+/* Parse from a string (for tests and the fuzzer); name is used in messages. */
+int config_load_string(struct config *cfg, const char *name, const char *text, char *err,
+		       size_t errlen);
+/* Checks that span settings (after loading). */
+int config_validate(const struct config *cfg, char *err, size_t errlen);
+void config_free(struct config *cfg);
+
+#endif
