@@ -43,6 +43,9 @@ int log_parse_level(const char *name, enum log_level *out)
 }
 
 static void log_write(enum log_level level, const char *fmt, va_list ap)
+	__attribute__((format(printf, 2, 0)));
+
+static void log_write(enum log_level level, const char *fmt, va_list ap)
 {
 	static const int priority[] = {LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG};
 	static const char *const prefix[] = {"error: ", "warning: ", "", "debug: "};
