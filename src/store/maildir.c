@@ -205,7 +205,8 @@ static void cache_read(struct maildir *md, struct size_cache *c)
 		c->entries[c->count++] = (struct cache_entry){xstrdup(base), fsize, size};
 	}
 	fclose(f);
-	qsort(c->entries, c->count, sizeof(*c->entries), cache_cmp);
+	if (c->count > 0)
+		qsort(c->entries, c->count, sizeof(*c->entries), cache_cmp);
 }
 
 static const struct cache_entry *cache_find(const struct size_cache *c, const char *base)
@@ -331,6 +332,8 @@ static int item_order_cmp(const void *a, const void *b)
 /* A message moved new/ -> cur/ during the scan shows up twice: keep one. */
 static void drop_duplicates(struct scan *sc)
 {
+	if (sc->count == 0)
+		return;
 	qsort(sc->items, sc->count, sizeof(*sc->items), item_base_cmp);
 	size_t out = 0;
 	for (size_t i = 0; i < sc->count; i++) {
@@ -461,7 +464,8 @@ static enum store_status scan(struct maildir *md)
 	}
 	free(sc.items);
 	/* RFC 1939 §4 leaves the order to us: oldest delivery first. */
-	qsort(md->msgs, md->count, sizeof(*md->msgs), item_order_cmp);
+	if (md->count > 0)
+		qsort(md->msgs, md->count, sizeof(*md->msgs), item_order_cmp);
 	cache_write(md, &cache);
 	cache_free(&cache);
 	return STORE_OK;

@@ -9,7 +9,6 @@ import re
 import socket
 import time
 
-import pytest
 
 # ---- helpers ------------------------------------------------------------------
 
@@ -532,8 +531,8 @@ def test_mpop_pipelined_window(server):
     c.send("".join(x + "\r\n" for x in cmds))  # the whole window in one write
     total = sum(len(crlf(m)) for m in msgs)
     assert c.readline() == b"+OK 20 %d" % total
-    assert list_listing(_Replay(c), 20, total) == [
-        (i, len(crlf(m))) for i, m in enumerate(msgs, 1)]
+    assert c.readline() == b"+OK 20 messages (%d octets)" % total
+    assert c.read_multiline() == [b"%d %d" % (i, len(crlf(m))) for i, m in enumerate(msgs, 1)]
     uids = _read_uidl(c)
     assert [n for n, _ in uids] == list(range(1, 21))
     for i, m in enumerate(msgs, 1):
@@ -547,19 +546,6 @@ def test_mpop_pipelined_window(server):
     assert c.buf == b"", "unexpected extra output %r" % c.buf[:200]
     quit_ok(c, 0)
     assert server.messages("alice") == []
-
-
-class _Replay:
-    """Lets list_listing read an already-sent LIST: command() only reads."""
-
-    def __init__(self, c):
-        self.c = c
-
-    def command(self, line):
-        return self.c.readline()
-
-    def read_multiline(self):
-        return self.c.read_multiline()
 
 
 def _read_uidl(c):
