@@ -472,7 +472,10 @@ static void cmd_top(struct pop3_session *s, const struct pop3_command *cmd)
 	const struct pop3_arg *n = &cmd->argv[1];
 	/* RFC 1939 §7: n is a non-negative number; a huge n means the whole
 	 * message (fetchmail sends TOP n 99999999), so saturate, don't fail. */
-	if (n->len == 0 || strspn(n->p, "0123456789") < n->len) {
+	bool digits = n->len > 0;
+	for (size_t k = 0; k < n->len; k++)
+		digits = digits && n->p[k] >= '0' && n->p[k] <= '9';
+	if (!digits) {
 		bad_command(s, "Syntax: TOP message lines");
 		return;
 	}
@@ -496,7 +499,8 @@ static void cmd_dele(struct pop3_session *s, const struct pop3_command *cmd)
 static void cmd_noop(struct pop3_session *s, const struct pop3_command *cmd)
 {
 	(void)cmd;
-	reply(s, "+OK");
+	/* RFC 1957: some clients need a space and text after +OK. */
+	reply(s, "+OK Still here");
 }
 
 static void cmd_rset(struct pop3_session *s, const struct pop3_command *cmd)
@@ -749,8 +753,9 @@ void pop3_session_retrieve_begin(struct pop3_session *s, bool ok)
 	if (s->req.kind != POP3_REQ_RETRIEVE)
 		return;
 	if (!ok) {
+		size_t msg = s->req.msg;
 		request(s, POP3_REQ_NONE);
-		reply(s, "-ERR [SYS/TEMP] Message %zu cannot be read now", s->req.msg + 1);
+		reply(s, "-ERR [SYS/TEMP] Message %zu cannot be read now", msg + 1);
 		return;
 	}
 	if (s->req.is_retr)

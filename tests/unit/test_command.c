@@ -37,7 +37,7 @@ static void assert_parses(const char *line, const char *keyword, unsigned argc, 
 	struct pop3_command cmd;
 	char *copy;
 	assert_int_equal(parse_n(line, strlen(line), &cmd, &copy), POP3_PARSE_OK);
-	assert_arg(&(struct pop3_arg){cmd.keyword, cmd.keyword_len}, keyword);
+	assert_arg(&(struct pop3_arg){ cmd.keyword, cmd.keyword_len }, keyword);
 	assert_int_equal(cmd.argc, argc);
 	if (arg0 != NULL)
 		assert_arg(&cmd.argv[0], arg0);
@@ -106,7 +106,7 @@ static void test_pass_rest_of_line_keeps_spaces(void **state)
 	char *copy;
 	const char *line = "PASS my secret  pass phrase ";
 	assert_int_equal(parse_n(line, strlen(line), &cmd, &copy), POP3_PARSE_OK);
-	assert_arg(&(struct pop3_arg){cmd.keyword, cmd.keyword_len}, "PASS");
+	assert_arg(&(struct pop3_arg){ cmd.keyword, cmd.keyword_len }, "PASS");
 	assert_arg(&cmd.rest, "my secret  pass phrase ");
 	/* The tokenised view is still there, capped. */
 	assert_arg(&cmd.argv[0], "my");
@@ -145,10 +145,10 @@ static void test_control_characters_are_rejected(void **state)
 		const char *line;
 		size_t len;
 	} bad[] = {
-		{"ST\0AT", 5},	     {"STAT\0", 5},	  {"\0STAT", 5},      {"RETR\t1", 6},
-		{"RETR 1\t", 7},     {"RETR 1\r", 7},	  {"RETR\r\n1", 8},   {"LIST\n", 5},
-		{"USER a\x01", 7},   {"PASS se\x1f", 8}, {"PASS a\x7f", 7}, {"\x1b[2J", 4},
-		{"PASS my\0pw", 10}, {"\t", 1},		  {" \r", 2},
+		{ "ST\0AT", 5 },       { "STAT\0", 5 },      { "\0STAT", 5 },     { "RETR\t1", 6 },
+		{ "RETR 1\t", 7 },     { "RETR 1\r", 7 },    { "RETR\r\n1", 8 },  { "LIST\n", 5 },
+		{ "USER a\x01", 7 },   { "PASS se\x1f", 8 }, { "PASS a\x7f", 7 }, { "\x1b[2J", 4 },
+		{ "PASS my\0pw", 10 }, { "\t", 1 },          { " \r", 2 },
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		struct pop3_command cmd;
@@ -172,8 +172,8 @@ static void test_bad_keyword_characters_are_rejected(void **state)
 {
 	(void)state;
 	static const char *const bad[] = {
-		"ST.T", "RE@R", "ST*T", "LIST, 1", "\xc3\xa9TAT", "ST\xff", "+OK", "[AUTH]", "QUIT;",
-		"US/R a", "\"PASS\" x",
+		"ST.T", "RE@R",   "ST*T",  "LIST, 1", "\xc3\xa9TAT", "ST\xff",
+		"+OK",  "[AUTH]", "QUIT;", "US/R a",  "\"PASS\" x",
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		enum pop3_parse_result r = parse_result(bad[i], strlen(bad[i]));
