@@ -141,7 +141,8 @@ static int reload_if_changed(struct passwd_db *db)
 	}
 	OPENSSL_cleanse(line, sizeof(line));
 	fclose(f);
-	qsort(entries, count, sizeof(*entries), entry_cmp);
+	if (count > 0)
+		qsort(entries, count, sizeof(*entries), entry_cmp);
 	for (size_t i = 1; i < count; i++)
 		if (strcmp(entries[i].name, entries[i - 1].name) == 0)
 			log_warning("passwd-file %s: user %s appears twice; one entry is used",

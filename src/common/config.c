@@ -1,9 +1,10 @@
 /*
- * config.c - the settings table and the INI loader (inih underneath).
+ * config.c - the settings table and the INI reader.
  *
- * inih's handler gets no line number, so the reader below counts lines as it
- * hands them to inih; inih calls the handler for a line right after reading
- * it, so the count is the line of the setting.
+ * The reader is ours, not inih: Debian's libinih is built with 200-octet
+ * lines (too short for a TLS cipher list) and no line numbers for the
+ * handler, and every error here must name its line. It stops at the first
+ * problem.
  */
 #include "common/config.h"
 
@@ -15,9 +16,8 @@
 #include <string.h>
 #include <strings.h>
 
-#include <ini.h>
-
 #include "common/bounds.h"
+#include "common/buf.h"
 #include "common/strutil.h"
 #include "common/xmalloc.h"
 
@@ -118,10 +118,6 @@ struct parse_state {
 	unsigned line;
 	unsigned error_line;
 	char error[256];
-	bool line_too_long;
-	/* for ini_parse_stream readers */
-	FILE *file;
-	const char *text;
 };
 
 struct list_acc {
@@ -161,6 +157,7 @@ static int parse_prefix_cb(const char *s, void *out)
 static int set_error(struct parse_state *st, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
+/* Record the problem (the first one wins); returns -1 for convenience. */
 static int set_error(struct parse_state *st, const char *fmt, ...)
 {
 	if (st->error_line == 0) {
@@ -170,7 +167,7 @@ static int set_error(struct parse_state *st, const char *fmt, ...)
 		vsnprintf(st->error, sizeof(st->error), fmt, ap);
 		va_end(ap);
 	}
-	return 0; /* inih: 0 = error on this line */
+	return -1;
 }
 
 static int parse_list(struct parse_state *st, const struct setting *set, const char *value,
@@ -178,15 +175,14 @@ static int parse_list(struct parse_state *st, const struct setting *set, const c
 {
 	char *copy = xstrdup(value);
 	struct list_acc acc = {NULL, 0, size, parse, NULL};
-	int rc = str_split_list(copy, list_item, &acc);
-	if (rc < 0) {
-		set_error(st, "bad entry '%s' in %s", acc.bad, set->name);
+	if (str_split_list(copy, list_item, &acc) < 0) {
+		set_error(st, "bad entry '%.64s' in %s", acc.bad, set->name);
 		free(copy);
 		free(acc.items);
 		return -1;
 	}
 	free(copy);
-	/* Every list field is a pointer followed by its count (asserted below). */
+	/* Every list field is a pointer followed by its count (asserted above). */
 	void **items = (void **)((char *)st->cfg + set->offset);
 	size_t *count = (size_t *)((char *)items + sizeof(void *));
 	free(*items);
@@ -201,49 +197,39 @@ static int apply(struct parse_state *st, const struct setting *set, const char *
 	uint64_t v;
 	switch (set->type) {
 	case SET_STRING:
-		if (strlen(value) > CONFIG_MAX_LINE)
-			return set_error(st, "value of %s is too long", set->name);
 		free(*(char **)field);
 		*(char **)field = xstrdup(value);
-		return 1;
+		return 0;
 	case SET_BOOL:
 		if (parse_bool(value, (bool *)field) < 0)
-			return set_error(st, "%s must be yes or no, not '%s'", set->name, value);
-		return 1;
+			return set_error(st, "%s must be yes or no, not '%.64s'", set->name, value);
+		return 0;
 	case SET_UINT:
-		if (parse_u64(value, UINT64_MAX, &v) < 0 || v < set->min || v > set->max) {
-			char range[128];
-			snprintf(range, sizeof(range), "%llu..%llu, not '%.64s'",
-				 (unsigned long long)set->min, (unsigned long long)set->max, value);
-			return set_error(st, "%s must be a number in %s", set->name, range);
-		}
+		if (parse_u64(value, UINT64_MAX, &v) < 0 || v < set->min || v > set->max)
+			return set_error(st, "%s must be a number in %llu..%llu, not '%.64s'",
+					 set->name, (unsigned long long)set->min,
+					 (unsigned long long)set->max, value);
 		*(unsigned *)field = (unsigned)v;
-		return 1;
+		return 0;
 	case SET_DURATION_MS:
 		if (parse_duration_ms(value, &v) < 0)
-			return set_error(st, "%s must be a duration such as 30s, 10m or 1h, not '%s'",
+			return set_error(st,
+					 "%s must be a duration such as 30s, 10m or 1h, not '%.64s'",
 					 set->name, value);
-		if (v < set->min || v > set->max) {
-			char range[96];
-			snprintf(range, sizeof(range), "between %llums and %llums",
-				 (unsigned long long)set->min, (unsigned long long)set->max);
-			return set_error(st, "%s must be %s", set->name, range);
-		}
+		if (v < set->min || v > set->max)
+			return set_error(st, "%s must be between %llums and %llums", set->name,
+					 (unsigned long long)set->min, (unsigned long long)set->max);
 		*(unsigned *)field = (unsigned)v;
-		return 1;
+		return 0;
 	case SET_LISTEN:
-		if (parse_list(st, set, value, sizeof(struct net_addr), parse_listen_cb) < 0)
-			return 0;
-		return 1;
+		return parse_list(st, set, value, sizeof(struct net_addr), parse_listen_cb);
 	case SET_NETWORKS:
-		if (parse_list(st, set, value, sizeof(struct net_prefix), parse_prefix_cb) < 0)
-			return 0;
-		return 1;
+		return parse_list(st, set, value, sizeof(struct net_prefix), parse_prefix_cb);
 	case SET_LOG_LEVEL:
 		if (log_parse_level(value, (enum log_level *)field) < 0)
-			return set_error(st, "%s must be error, warning, info or debug, not '%s'",
+			return set_error(st, "%s must be error, warning, info or debug, not '%.64s'",
 					 set->name, value);
-		return 1;
+		return 0;
 	case SET_EXPIRE:
 		if (strcasecmp(value, "never") == 0)
 			*(int *)field = EXPIRE_NEVER;
@@ -252,116 +238,156 @@ static int apply(struct parse_state *st, const struct setting *set, const char *
 		else if (parse_u64(value, 100000, &v) == 0)
 			*(int *)field = (int)v;
 		else
-			return set_error(st, "%s must be a number of days, never or none, not '%s'",
+			return set_error(st, "%s must be a number of days, never or none, not '%.64s'",
 					 set->name, value);
-		return 1;
+		return 0;
 	}
-	return 0;
+	return set_error(st, "internal error: setting %s has no type", set->name);
 }
 
-static int handler(void *user, const char *section, const char *name, const char *value)
+static int setting(struct parse_state *st, const char *section, const char *name,
+		   const char *value)
 {
-	struct parse_state *st = user;
-	if (st->error_line != 0)
-		return 1; /* report only the first problem */
-	if (name == NULL)
-		return 1; /* empty section */
 	for (size_t i = 0; i < sizeof(settings) / sizeof(settings[0]); i++) {
 		const struct setting *set = &settings[i];
 		if (strcmp(set->section, section) == 0 && strcmp(set->name, name) == 0)
 			return apply(st, set, value);
 	}
 	if (section[0] == '\0')
-		return set_error(st, "setting '%s' outside any [section]", name);
+		return set_error(st, "setting '%.64s' outside any [section]", name);
 	for (size_t i = 0; i < sizeof(settings) / sizeof(settings[0]); i++)
 		if (strcmp(settings[i].section, section) == 0)
-			return set_error(st, "unknown setting '%s' in [%s]", name, section);
-	return set_error(st, "unknown section [%s] (setting '%s')", section, name);
+			return set_error(st, "unknown setting '%.64s' in [%.64s]", name, section);
+	return set_error(st, "unknown section [%.64s] (setting '%.64s')", section, name);
 }
 
-/* Shared by both readers: count the line, flag lines inih would split. */
-static char *finish_line(struct parse_state *st, char *str, int num)
+static bool known_section(const char *section)
 {
-	st->line++;
-	size_t n = strlen(str);
-	if (n + 1 >= (size_t)num && str[n - 1] != '\n' && !st->line_too_long) {
-		st->line_too_long = true;
-		if (st->error_line == 0) {
-			st->error_line = st->line;
-			snprintf(st->error, sizeof(st->error), "line is too long (at most %d characters)",
-				 num - 2);
+	for (size_t i = 0; i < sizeof(settings) / sizeof(settings[0]); i++)
+		if (strcmp(settings[i].section, section) == 0)
+			return true;
+	return false;
+}
+
+/* Cut an inline comment: '#' or ';' after whitespace starts one. */
+static void cut_comment(char *s)
+{
+	for (char *p = s + 1; *p != '\0'; p++) {
+		if ((*p == '#' || *p == ';') && (p[-1] == ' ' || p[-1] == '\t')) {
+			*p = '\0';
+			return;
 		}
 	}
-	return str;
 }
 
-static char *file_reader(char *str, int num, void *stream)
+/* One logical line (without its newline). */
+static int parse_line(struct parse_state *st, char *section, size_t seclen, char *raw)
 {
-	struct parse_state *st = stream;
-	if (fgets(str, num, st->file) == NULL)
-		return NULL;
-	return finish_line(st, str, num);
+	char *line = str_trim(raw);
+	if (line[0] == '\0' || line[0] == '#' || line[0] == ';')
+		return 0;
+	if (line[0] == '[') {
+		cut_comment(line);
+		line = str_trim(line);
+		size_t n = strlen(line);
+		if (n < 3 || line[n - 1] != ']')
+			return set_error(st, "syntax error: a section header looks like [name]");
+		line[n - 1] = '\0';
+		char *name = str_trim(line + 1);
+		if (strlen(name) >= seclen)
+			return set_error(st, "section name too long");
+		if (!known_section(name))
+			return set_error(st, "unknown section [%.64s]", name);
+		snprintf(section, seclen, "%s", name);
+		return 0;
+	}
+	char *eq = strchr(line, '=');
+	if (eq == NULL)
+		return set_error(st, "syntax error: expected [section] or name = value");
+	*eq = '\0';
+	char *name = str_trim(line);
+	char *value = eq + 1;
+	cut_comment(value - 1);
+	value = str_trim(value);
+	if (name[0] == '\0')
+		return set_error(st, "syntax error: a setting needs a name before '='");
+	return setting(st, section, name, value);
 }
 
-static char *string_reader(char *str, int num, void *stream)
+static int parse_text(struct parse_state *st, const char *text, char *err, size_t errlen)
 {
-	struct parse_state *st = stream;
-	if (*st->text == '\0')
-		return NULL;
-	size_t n = 0;
-	while (st->text[n] != '\0' && st->text[n] != '\n' && n + 1 < (size_t)num - 1)
-		n++;
-	if (st->text[n] == '\n')
-		n++;
-	memcpy(str, st->text, n);
-	str[n] = '\0';
-	st->text += n;
-	return finish_line(st, str, num);
-}
-
-static int finish(struct parse_state *st, int rc, char *err, size_t errlen)
-{
+	char section[64] = "";
+	const char *p = text;
+	if (strncmp(p, "\xef\xbb\xbf", 3) == 0)
+		p += 3; /* UTF-8 byte order mark */
+	while (*p != '\0') {
+		st->line++;
+		const char *nl = strchr(p, '\n');
+		size_t len = nl ? (size_t)(nl - p) : strlen(p);
+		if (len > CONFIG_MAX_LINE) {
+			set_error(st, "line is too long (at most %d characters)", CONFIG_MAX_LINE);
+			break;
+		}
+		char line[CONFIG_MAX_LINE + 1];
+		memcpy(line, p, len);
+		line[len] = '\0';
+		if (memchr(p, '\0', len) != NULL || parse_line(st, section, sizeof(section), line) < 0)
+			break;
+		p = nl ? nl + 1 : p + len;
+	}
 	if (st->error_line != 0) {
 		snprintf(err, errlen, "%s:%u: %s", st->name, st->error_line, st->error);
-		return -1;
-	}
-	if (rc > 0) {
-		snprintf(err, errlen, "%s:%d: syntax error (expected [section] or name = value)",
-			 st->name, rc);
-		return -1;
-	}
-	if (rc < 0) {
-		snprintf(err, errlen, "%s: cannot parse (out of memory)", st->name);
 		return -1;
 	}
 	return 0;
 }
 
-int config_load(struct config *cfg, const char *path, char *err, size_t errlen)
+int config_load_string(struct config *cfg, const char *name, const char *text, char *err,
+		       size_t errlen)
 {
-	struct parse_state st = {.cfg = cfg, .name = path};
-	st.file = fopen(path, "re");
-	if (st.file == NULL) {
-		snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
-		return -1;
-	}
-	int rc = ini_parse_stream(file_reader, &st, handler, &st);
-	fclose(st.file);
+	struct parse_state st = {.cfg = cfg, .name = name};
 	free(cfg->path);
-	cfg->path = xstrdup(path);
-	if (finish(&st, rc, err, errlen) < 0)
+	cfg->path = xstrdup(name);
+	if (parse_text(&st, text, err, errlen) < 0)
 		return -1;
 	return config_validate(cfg, err, errlen);
 }
 
-int config_load_string(struct config *cfg, const char *name, const char *text, char *err,
-		       size_t errlen)
+int config_load(struct config *cfg, const char *path, char *err, size_t errlen)
 {
-	struct parse_state st = {.cfg = cfg, .name = name, .text = text};
-	int rc = ini_parse_stream(string_reader, &st, handler, &st);
-	if (finish(&st, rc, err, errlen) < 0)
+	FILE *f = fopen(path, "re");
+	if (f == NULL) {
+		snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
 		return -1;
-	return config_validate(cfg, err, errlen);
+	}
+	/* A configuration file is small; refuse anything absurd. */
+	struct buf text = BUF_INIT;
+	char chunk[4096];
+	size_t n;
+	while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
+		buf_append(&text, chunk, n);
+		if (text.len > 1024 * 1024) {
+			fclose(f);
+			buf_free(&text);
+			snprintf(err, errlen, "%s: larger than 1 MiB", path);
+			return -1;
+		}
+	}
+	bool failed = ferror(f);
+	fclose(f);
+	if (failed) {
+		buf_free(&text);
+		snprintf(err, errlen, "%s: read error", path);
+		return -1;
+	}
+	if (text.len > 0 && memchr(text.data, '\0', text.len) != NULL) {
+		buf_free(&text);
+		snprintf(err, errlen, "%s: contains a NUL byte (not a text file)", path);
+		return -1;
+	}
+	int rc = config_load_string(cfg, path, text.data ? text.data : "", err, errlen);
+	buf_free(&text);
+	return rc;
 }
 
 int config_validate(const struct config *cfg, char *err, size_t errlen)

@@ -172,6 +172,49 @@ static int cache_cmp(const void *a, const void *b)
 	return strcmp(((const struct cache_entry *)a)->base, ((const struct cache_entry *)b)->base);
 }
 
+/*
+ * Cache lines are "<file size> <POP3 size> <base name>", the name with octets
+ * outside 0x21..0x7E and '%' written as %XX, so any file name round-trips.
+ */
+static void escape_name(struct buf *b, const char *name, size_t len)
+{
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)name[i];
+		if (c < 0x21 || c > 0x7e || c == '%')
+			buf_printf(b, "%%%02X", c);
+		else
+			buf_append_byte(b, (char)c);
+	}
+}
+
+static int hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* Decode in place; -1 if malformed. */
+static int unescape_name(char *s)
+{
+	char *out = s;
+	for (const char *p = s; *p != '\0'; p++) {
+		if (*p != '%') {
+			*out++ = *p;
+			continue;
+		}
+		int hi = hexval(p[1]), lo = hi < 0 ? -1 : hexval(p[2]);
+		if (lo < 0 || (hi == 0 && lo == 0))
+			return -1;
+		*out++ = (char)(hi << 4 | lo);
+		p += 2;
+	}
+	*out = '\0';
+	return 0;
+}
+
 /* A damaged cache is not an error: it is rebuilt from the messages. */
 static void cache_read(struct maildir *md, struct size_cache *c)
 {
@@ -184,25 +227,33 @@ static void cache_read(struct maildir *md, struct size_cache *c)
 		close(fd);
 		return;
 	}
-	char line[512];
+	char line[1024];
 	size_t cap = 0;
 	bool header = true;
 	while (fgets(line, sizeof(line), f) != NULL) {
+		size_t n = strlen(line);
+		if (n == 0 || line[n - 1] != '\n')
+			break; /* overlong or truncated: stop trusting the rest */
+		line[n - 1] = '\0';
 		if (header) {
 			header = false;
-			if (strcmp(line, "pigeon-sizes 1\n") != 0)
+			if (strcmp(line, "pigeon-sizes 2") != 0)
 				break;
 			continue;
 		}
-		char base[256];
-		unsigned long long fsize, size;
-		if (sscanf(line, "%255s %llu %llu", base, &fsize, &size) != 3)
+		char *end1, *end2;
+		unsigned long long fsize = strtoull(line, &end1, 10);
+		if (end1 == line || *end1 != ' ')
+			continue;
+		unsigned long long size = strtoull(end1 + 1, &end2, 10);
+		if (end2 == end1 + 1 || *end2 != ' ' || unescape_name(end2 + 1) < 0 ||
+		    end2[1] == '\0')
 			continue;
 		if (c->count == cap) {
 			cap = cap ? cap * 2 : 256;
 			c->entries = xreallocarray(c->entries, cap, sizeof(*c->entries));
 		}
-		c->entries[c->count++] = (struct cache_entry){xstrdup(base), fsize, size};
+		c->entries[c->count++] = (struct cache_entry){xstrdup(end2 + 1), fsize, size};
 	}
 	fclose(f);
 	if (c->count > 0)
@@ -405,7 +456,7 @@ static void cache_write(struct maildir *md, const struct size_cache *cache)
 		return;
 	}
 	struct buf b = BUF_INIT;
-	buf_append_str(&b, "pigeon-sizes 1\n");
+	buf_append_str(&b, "pigeon-sizes 2\n");
 	for (size_t i = 0; i < md->count; i++) {
 		const struct maildir_msg *m = &md->msgs[i];
 		uint64_t ignored;
@@ -414,8 +465,10 @@ static void cache_write(struct maildir *md, const struct size_cache *cache)
 		struct stat sb;
 		if (fstatat(m->in_cur ? md->cur_fd : md->new_fd, m->name, &sb, AT_SYMLINK_NOFOLLOW) < 0)
 			continue;
-		buf_printf(&b, "%.*s %llu %llu\n", (int)base_len(m->name), m->name,
-			   (unsigned long long)sb.st_size, (unsigned long long)m->size);
+		buf_printf(&b, "%llu %llu ", (unsigned long long)sb.st_size,
+			   (unsigned long long)m->size);
+		escape_name(&b, m->name, base_len(m->name));
+		buf_append_byte(&b, '\n');
 	}
 	bool ok = write(fd, b.data, b.len) == (ssize_t)b.len && fsync(fd) == 0;
 	ok = close(fd) == 0 && ok;

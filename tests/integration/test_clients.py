@@ -9,6 +9,9 @@ import re
 import socket
 import time
 
+# pigeond's answer to NOOP (RFC 1957: "+OK" is followed by a space and text).
+NOOP_OK = b"+OK Still here"
+
 
 # ---- helpers ------------------------------------------------------------------
 
@@ -161,7 +164,7 @@ def test_outlook_session(server):
         raw = retr_raw(c, i, sizes[i - 1])
         assert raw == stuffed(crlf(m))
         assert b"\0" not in raw
-    assert c.command("NOOP") == b"+OK"
+    assert c.command("NOOP") == NOOP_OK
     assert c.command("DELE 1") == b"+OK Message 1 deleted"
     assert c.command("DELE 3") == b"+OK Message 3 deleted"
     assert c.command("STAT") == b"+OK 1 %d" % sizes[1]
@@ -291,7 +294,7 @@ def test_thunderbird_noop_while_large_retr_streams(server):
     assert len(raw) == len(expected)
     assert raw == expected
     for _ in range(sent_noops):
-        assert c.readline() == b"+OK"
+        assert c.readline() == NOOP_OK
     # the session goes on normally afterwards
     assert retr_raw(c, 2) == stuffed(crlf(b"Subject: second\n\nshort\n"))
     quit_ok(c, 2)
@@ -542,7 +545,7 @@ def test_mpop_pipelined_window(server):
         assert c.read_multiline_raw() == stuffed(crlf(m))
         assert c.readline() == b"+OK Message %d deleted" % i
     assert c.readline() == b"+OK 0 0"
-    assert c.readline() == b"+OK"
+    assert c.readline() == NOOP_OK
     assert c.buf == b"", "unexpected extra output %r" % c.buf[:200]
     quit_ok(c, 0)
     assert server.messages("alice") == []

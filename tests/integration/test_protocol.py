@@ -13,6 +13,9 @@ import time
 
 import pytest
 
+# pigeond's answer to NOOP (RFC 1957: "+OK" is followed by a space and text).
+NOOP_OK = b"+OK Still here"
+
 # ---- helpers ------------------------------------------------------------------
 
 UIDL_LINE = re.compile(rb"^([1-9][0-9]*) ([\x21-\x7e]{1,70})$")
@@ -155,7 +158,7 @@ def test_full_session(server):
     assert c.command("TOP 2 1") == b"+OK Top of message follows"
     assert c.read_multiline() == [b"From: b@example.org", b"Subject: two", b"", b"second"]
     assert retr_raw(c, 1, s1) == stuffed(crlf(m1))
-    assert c.command("NOOP") == b"+OK"
+    assert c.command("NOOP") == NOOP_OK
     assert c.command("DELE 1") == b"+OK Message 1 deleted"
     assert c.command("DELE 1") == b"-ERR Message 1 already deleted"
     assert c.command("RETR 1") == b"-ERR Message 1 already deleted"

@@ -1,0 +1,147 @@
+/* passwd_edit.c - lock, rewrite, rename: safe passwd-file changes. */
+#include "cli/passwd_edit.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "auth/passwd_file.h"
+#include "common/buf.h"
+#include "common/xmalloc.h"
+
+static int lock_file(const char *path, char *err, size_t errlen)
+{
+	char *lockpath = xasprintf("%s.lock", path);
+	int fd = open(lockpath, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		snprintf(err, errlen, "%s: %s", lockpath, strerror(errno));
+		free(lockpath);
+		return -1;
+	}
+	struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+	/* Wait for another `pigeon user` to finish (bounded by its run time). */
+	while (fcntl(fd, F_OFD_SETLKW, &fl) < 0) {
+		if (errno != EINTR) {
+			snprintf(err, errlen, "%s: cannot lock: %s", lockpath, strerror(errno));
+			close(fd);
+			free(lockpath);
+			return -1;
+		}
+	}
+	free(lockpath);
+	return fd;
+}
+
+/* Does this raw line hold an entry for user? */
+static bool line_is_user(const char *line, const char *user)
+{
+	size_t n = strlen(user);
+	return strncmp(line, user, n) == 0 && line[n] == ':';
+}
+
+static int fsync_dir_of(const char *path)
+{
+	char *copy = xstrdup(path);
+	int fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	free(copy);
+	if (fd < 0)
+		return -1;
+	int rc = fsync(fd);
+	close(fd);
+	return rc;
+}
+
+int passwd_edit(const char *path, const struct passwd_edit *e, char *err, size_t errlen)
+{
+	if (e->user[0] == '\0' || strpbrk(e->user, ":\n\r\t ") != NULL || e->user[0] == '#') {
+		snprintf(err, errlen, "invalid user name '%s'", e->user);
+		return -1;
+	}
+	if (e->password_field && strpbrk(e->password_field, ":\n\r") != NULL) {
+		snprintf(err, errlen, "password field must not contain ':' or line breaks");
+		return -1;
+	}
+	int lock = lock_file(path, err, errlen);
+	if (lock < 0)
+		return -1;
+	int rc = -1;
+	char *tmp = NULL;
+	struct buf out = BUF_INIT;
+	mode_t mode = 0640;
+	FILE *f = fopen(path, "re");
+	if (f == NULL && errno != ENOENT) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		goto out;
+	}
+	struct stat sb;
+	bool have_owner = f != NULL && fstat(fileno(f), &sb) == 0;
+	if (have_owner)
+		mode = sb.st_mode & 07777;
+	bool found = false;
+	char line[4096];
+	while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
+		if (!line_is_user(line, e->user)) {
+			buf_append_str(&out, line);
+			if (line[strlen(line) - 1] != '\n')
+				buf_append_byte(&out, '\n');
+			continue;
+		}
+		found = true;
+		if (e->op == PASSWD_DELETE || e->op == PASSWD_ADD) {
+			if (e->op == PASSWD_ADD)
+				buf_append_str(&out, line);
+			continue;
+		}
+		/* Replace only the password field, keep the rest of the entry. */
+		char *colon = strchr(line, ':');
+		char *rest = strchr(colon + 1, ':');
+		buf_printf(&out, "%s:%s", e->user, e->password_field);
+		if (rest != NULL)
+			buf_append_str(&out, rest);
+		else
+			buf_append_byte(&out, '\n');
+	}
+	if (f != NULL)
+		fclose(f);
+	if (e->op == PASSWD_ADD && found) {
+		snprintf(err, errlen, "user %s already exists in %s", e->user, path);
+		goto out;
+	}
+	if (e->op != PASSWD_ADD && !found) {
+		snprintf(err, errlen, "no user %s in %s", e->user, path);
+		goto out;
+	}
+	if (e->op == PASSWD_ADD)
+		buf_printf(&out, "%s:%s:%s:%s::%s::\n", e->user, e->password_field,
+			   e->uid ? e->uid : "", e->gid ? e->gid : "", e->home ? e->home : "");
+
+	tmp = xasprintf("%s.tmp.%ld", path, (long)getpid());
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+	if (fd < 0) {
+		snprintf(err, errlen, "%s: %s", tmp, strerror(errno));
+		goto out;
+	}
+	if (have_owner && fchown(fd, sb.st_uid, sb.st_gid) < 0) {
+		/* keeping the owner needs root; the mode is kept regardless */
+	}
+	bool ok = write(fd, out.data ? out.data : "", out.len) == (ssize_t)out.len && fsync(fd) == 0;
+	ok = close(fd) == 0 && ok;
+	if (!ok || rename(tmp, path) < 0) {
+		snprintf(err, errlen, "cannot write %s: %s", path, strerror(errno));
+		unlink(tmp);
+		goto out;
+	}
+	fsync_dir_of(path);
+	rc = 0;
+out:
+	buf_wipe(&out);
+	buf_free(&out);
+	free(tmp);
+	close(lock);
+	return rc;
+}
