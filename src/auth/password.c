@@ -10,6 +10,7 @@
 
 #include <openssl/crypto.h>
 
+#include "auth/scram.h"
 #include "common/log.h"
 #include "common/strutil.h"
 #include "common/xmalloc.h"
@@ -68,6 +69,17 @@ enum password_result password_verify(const char *stored, const char *password)
 		return const_time_eq(plain, strlen(plain), password, strlen(password))
 			       ? PASSWORD_OK
 			       : PASSWORD_MISMATCH;
+	if (strcasecmp(scheme, "SCRAM-SHA-256") == 0) {
+		/* Stored SCRAM keys also check a plaintext password (RFC 5802 §3). */
+		struct scram_record rec;
+		if (scram_parse_record(rest, &rec) < 0) {
+			log_error("password hash of scheme SCRAM-SHA-256 is malformed");
+			return PASSWORD_BAD_HASH;
+		}
+		bool ok = scram_check_password(&rec, password);
+		OPENSSL_cleanse(&rec, sizeof(rec));
+		return ok ? PASSWORD_OK : PASSWORD_MISMATCH;
+	}
 	for (size_t i = 0; i < sizeof(crypt_schemes) / sizeof(crypt_schemes[0]); i++) {
 		if (strcasecmp(scheme, crypt_schemes[i]) != 0)
 			continue;

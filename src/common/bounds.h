@@ -64,6 +64,12 @@
 #define DEFAULT_MAX_AUTH_FAILURES 3
 #define DEFAULT_AUTH_FAILURE_DELAY_MS 2000
 #define DEFAULT_WORKER_THREADS 4
+#define DEFAULT_MAX_SESSIONS_PER_IP 50   /* an office behind NAT runs many clients */
+#define DEFAULT_TLS_HANDSHAKE_TIMEOUT 30 /* seconds from accept to a finished handshake */
+#define DEFAULT_MAX_FAILURE_DELAY_MS 15000
+#define DEFAULT_IP_FAILURE_LIMIT 20      /* failures per address (IPv6: per /64) ... */
+#define DEFAULT_USER_FAILURE_LIMIT 50    /* ... and per account, within ... */
+#define DEFAULT_PENALTY_WINDOW 900       /* ... 15 minutes */
 
 /* Configuration files: longest line and longest value. */
 #define CONFIG_MAX_LINE 1024

@@ -30,6 +30,7 @@ enum setting_type {
 	SET_NETWORKS,
 	SET_LOG_LEVEL,
 	SET_EXPIRE,
+	SET_TLS_VERSION,
 };
 
 struct setting {
@@ -45,14 +46,29 @@ struct setting {
 _Static_assert(offsetof(struct config, n_pop3_listen) ==
 		       offsetof(struct config, pop3_listen) + sizeof(void *),
 	       "list count must follow its pointer");
+_Static_assert(offsetof(struct config, n_pop3s_listen) ==
+		       offsetof(struct config, pop3s_listen) + sizeof(void *),
+	       "list count must follow its pointer");
 _Static_assert(offsetof(struct config, n_trusted_networks) ==
 		       offsetof(struct config, trusted_networks) + sizeof(void *),
 	       "list count must follow its pointer");
 
 static const struct setting settings[] = {
 	{"server", "pop3_listen", SET_LISTEN, OFF(pop3_listen), 0, 0},
+	{"server", "pop3s_listen", SET_LISTEN, OFF(pop3s_listen), 0, 0},
 	{"server", "max_sessions", SET_UINT, OFF(max_sessions), 1, 1000000},
+	{"server", "max_sessions_per_ip", SET_UINT, OFF(max_sessions_per_ip), 1, 1000000},
+	{"server", "workers", SET_UINT, OFF(workers), 0, 256},
 	{"server", "worker_threads", SET_UINT, OFF(worker_threads), 1, 64},
+	{"server", "user", SET_STRING, OFF(user), 0, 0},
+	{"server", "group", SET_STRING, OFF(group), 0, 0},
+	{"tls", "cert", SET_STRING, OFF(tls_cert), 0, 0},
+	{"tls", "key", SET_STRING, OFF(tls_key), 0, 0},
+	{"tls", "min_version", SET_TLS_VERSION, OFF(tls_min_version), 0, 0},
+	{"tls", "ciphers", SET_STRING, OFF(tls_ciphers), 0, 0},
+	{"tls", "ciphersuites", SET_STRING, OFF(tls_ciphersuites), 0, 0},
+	{"tls", "stls", SET_BOOL, OFF(stls), 0, 0},
+	{"tls", "handshake_timeout", SET_DURATION_MS, OFF(tls_handshake_timeout_ms), 1000, 600000},
 	{"pop3", "greeting", SET_STRING, OFF(greeting), 0, 0},
 	{"pop3", "implementation", SET_STRING, OFF(implementation), 0, 0},
 	{"pop3", "preauth_timeout", SET_DURATION_MS, OFF(preauth_timeout_ms), 1000, 3600000},
@@ -66,8 +82,13 @@ static const struct setting settings[] = {
 	{"pop3", "outlook_no_nuls", SET_BOOL, OFF(outlook_no_nuls), 0, 0},
 	{"auth", "passwd_file", SET_STRING, OFF(passwd_file), 0, 0},
 	{"auth", "apop", SET_BOOL, OFF(apop), 0, 0},
+	{"auth", "cram_md5", SET_BOOL, OFF(cram_md5), 0, 0},
 	{"auth", "max_failures", SET_UINT, OFF(max_auth_failures), 1, 100},
 	{"auth", "failure_delay", SET_DURATION_MS, OFF(failure_delay_ms), 0, 60000},
+	{"auth", "max_failure_delay", SET_DURATION_MS, OFF(max_failure_delay_ms), 0, 300000},
+	{"auth", "ip_failure_limit", SET_UINT, OFF(ip_failure_limit), 1, 1000000},
+	{"auth", "user_failure_limit", SET_UINT, OFF(user_failure_limit), 1, 1000000},
+	{"auth", "penalty_window", SET_DURATION_MS, OFF(penalty_window_ms), 1000, 86400000},
 	{"auth", "trusted_networks", SET_NETWORKS, OFF(trusted_networks), 0, 0},
 	{"mail", "location", SET_STRING, OFF(mail_location), 0, 0},
 	{"mail", "mark_seen", SET_BOOL, OFF(mark_seen), 0, 0},
@@ -78,7 +99,18 @@ void config_defaults(struct config *cfg)
 {
 	memset(cfg, 0, sizeof(*cfg));
 	cfg->max_sessions = DEFAULT_MAX_SESSIONS;
+	cfg->max_sessions_per_ip = DEFAULT_MAX_SESSIONS_PER_IP;
+	cfg->workers = 0;
 	cfg->worker_threads = DEFAULT_WORKER_THREADS;
+	cfg->user = xstrdup("pigeon");
+	cfg->group = xstrdup("");
+	cfg->tls_cert = xstrdup("");
+	cfg->tls_key = xstrdup("");
+	cfg->tls_min_version = 12;
+	cfg->tls_ciphers = xstrdup("");
+	cfg->tls_ciphersuites = xstrdup("");
+	cfg->stls = true;
+	cfg->tls_handshake_timeout_ms = DEFAULT_TLS_HANDSHAKE_TIMEOUT * 1000;
 	cfg->greeting = xstrdup("Pigeon POP3 server ready");
 	cfg->implementation = xstrdup("");
 	cfg->preauth_timeout_ms = DEFAULT_PREAUTH_TIMEOUT * 1000;
@@ -90,6 +122,10 @@ void config_defaults(struct config *cfg)
 	cfg->passwd_file = xstrdup("/etc/pigeon/users");
 	cfg->max_auth_failures = DEFAULT_MAX_AUTH_FAILURES;
 	cfg->failure_delay_ms = DEFAULT_AUTH_FAILURE_DELAY_MS;
+	cfg->max_failure_delay_ms = DEFAULT_MAX_FAILURE_DELAY_MS;
+	cfg->ip_failure_limit = DEFAULT_IP_FAILURE_LIMIT;
+	cfg->user_failure_limit = DEFAULT_USER_FAILURE_LIMIT;
+	cfg->penalty_window_ms = DEFAULT_PENALTY_WINDOW * 1000;
 	cfg->mail_location = xstrdup("");
 	cfg->mark_seen = true;
 	cfg->log_level = LOG_LEVEL_INFO;
@@ -107,7 +143,14 @@ void config_free(struct config *cfg)
 		if (settings[i].type == SET_STRING)
 			free(*(char **)((char *)cfg + settings[i].offset));
 	free(cfg->pop3_listen);
+	free(cfg->pop3s_listen);
 	free(cfg->trusted_networks);
+	for (size_t i = 0; i < cfg->n_sni; i++) {
+		free(cfg->sni[i].name);
+		free(cfg->sni[i].cert);
+		free(cfg->sni[i].key);
+	}
+	free(cfg->sni);
 	free(cfg->path);
 	memset(cfg, 0, sizeof(*cfg));
 }
@@ -241,13 +284,40 @@ static int apply(struct parse_state *st, const struct setting *set, const char *
 			return set_error(st, "%s must be a number of days, never or none, not '%.64s'",
 					 set->name, value);
 		return 0;
+	case SET_TLS_VERSION:
+		if (strcasecmp(value, "TLSv1.2") == 0)
+			*(unsigned *)field = 12;
+		else if (strcasecmp(value, "TLSv1.3") == 0)
+			*(unsigned *)field = 13;
+		else
+			return set_error(st, "%s must be TLSv1.2 or TLSv1.3, not '%.64s'", set->name,
+					 value);
+		return 0;
 	}
 	return set_error(st, "internal error: setting %s has no type", set->name);
+}
+
+/* A setting inside [tls:NAME]: the certificate for that SNI name. */
+static int sni_setting(struct parse_state *st, const char *host, const char *name,
+		       const char *value)
+{
+	struct config *cfg = st->cfg;
+	struct config_sni_cert *c = &cfg->sni[cfg->n_sni - 1];
+	(void)host;
+	char **field = strcmp(name, "cert") == 0 ? &c->cert : strcmp(name, "key") == 0 ? &c->key : NULL;
+	if (field == NULL)
+		return set_error(st, "unknown setting '%.64s' in [tls:%.64s] (cert and key only)",
+				 name, c->name);
+	free(*field);
+	*field = xstrdup(value);
+	return 0;
 }
 
 static int setting(struct parse_state *st, const char *section, const char *name,
 		   const char *value)
 {
+	if (strncmp(section, "tls:", 4) == 0)
+		return sni_setting(st, section + 4, name, value);
 	for (size_t i = 0; i < sizeof(settings) / sizeof(settings[0]); i++) {
 		const struct setting *set = &settings[i];
 		if (strcmp(set->section, section) == 0 && strcmp(set->name, name) == 0)
@@ -296,8 +366,21 @@ static int parse_line(struct parse_state *st, char *section, size_t seclen, char
 		char *name = str_trim(line + 1);
 		if (strlen(name) >= seclen)
 			return set_error(st, "section name too long");
-		if (!known_section(name))
+		if (strncmp(name, "tls:", 4) == 0) {
+			const char *host = name + 4;
+			if (host[0] == '\0' || strspn(host, "abcdefghijklmnopqrstuvwxyz"
+							 "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-*") !=
+							  strlen(host))
+				return set_error(st, "[tls:NAME] needs a host name, not '%.64s'", host);
+			struct config *cfg = st->cfg;
+			if (cfg->n_sni >= 64)
+				return set_error(st, "too many [tls:NAME] sections (at most 64)");
+			cfg->sni = xreallocarray(cfg->sni, cfg->n_sni + 1, sizeof(*cfg->sni));
+			cfg->sni[cfg->n_sni++] = (struct config_sni_cert){xstrdup(host), NULL, NULL,
+									    st->line};
+		} else if (!known_section(name)) {
 			return set_error(st, "unknown section [%.64s]", name);
+		}
 		snprintf(section, seclen, "%s", name);
 		return 0;
 	}
@@ -390,11 +473,37 @@ int config_load(struct config *cfg, const char *path, char *err, size_t errlen)
 	return rc;
 }
 
+bool config_has_tls(const struct config *cfg)
+{
+	return cfg->tls_cert[0] != '\0';
+}
+
 int config_validate(const struct config *cfg, char *err, size_t errlen)
 {
 	const char *name = cfg->path ? cfg->path : "configuration";
-	if (cfg->n_pop3_listen == 0) {
-		snprintf(err, errlen, "%s: [server] pop3_listen names no address", name);
+	if ((cfg->tls_cert[0] == '\0') != (cfg->tls_key[0] == '\0')) {
+		snprintf(err, errlen, "%s: [tls] needs both cert and key", name);
+		return -1;
+	}
+	if (cfg->n_pop3s_listen > 0 && !config_has_tls(cfg)) {
+		snprintf(err, errlen, "%s: [server] pop3s_listen needs [tls] cert and key", name);
+		return -1;
+	}
+	for (size_t i = 0; i < cfg->n_sni; i++) {
+		if (cfg->sni[i].cert == NULL || cfg->sni[i].key == NULL) {
+			snprintf(err, errlen, "%s:%u: [tls:%s] needs both cert and key", name,
+				 cfg->sni[i].line, cfg->sni[i].name);
+			return -1;
+		}
+		if (!config_has_tls(cfg)) {
+			snprintf(err, errlen, "%s:%u: [tls:%s] needs a default [tls] cert and key",
+				 name, cfg->sni[i].line, cfg->sni[i].name);
+			return -1;
+		}
+	}
+	if (cfg->n_pop3_listen == 0 && cfg->n_pop3s_listen == 0) {
+		snprintf(err, errlen, "%s: no listener: set [server] pop3_listen or pop3s_listen",
+			 name);
 		return -1;
 	}
 	if (cfg->passwd_file[0] == '\0') {

@@ -16,14 +16,39 @@
 #define EXPIRE_UNSET (-1)  /* do not advertise EXPIRE */
 #define EXPIRE_NEVER (-2)  /* advertise EXPIRE NEVER */
 
+/* A [tls:NAME] section: the certificate for clients asking for NAME (SNI). */
+struct config_sni_cert {
+	char *name;
+	char *cert;
+	char *key;
+	unsigned line; /* where the section starts, for messages */
+};
+
 struct config {
 	char *path;
 
 	/* [server] */
 	struct net_addr *pop3_listen;
 	size_t n_pop3_listen;
+	struct net_addr *pop3s_listen;  /* implicit TLS (RFC 8314) */
+	size_t n_pop3s_listen;
 	unsigned max_sessions;
+	unsigned max_sessions_per_ip;   /* IPv6 counted per /64 */
+	unsigned workers;               /* processes; 0: one per CPU */
 	unsigned worker_threads;
+	char *user;                     /* drop privileges to this user */
+	char *group;                    /* empty: the user's primary group */
+
+	/* [tls] */
+	char *tls_cert;
+	char *tls_key;
+	unsigned tls_min_version;       /* 12 or 13 */
+	char *tls_ciphers;
+	char *tls_ciphersuites;
+	bool stls;                      /* offer STLS on pop3_listen */
+	unsigned tls_handshake_timeout_ms;
+	struct config_sni_cert *sni;
+	size_t n_sni;
 
 	/* [pop3] */
 	char *greeting;
@@ -39,8 +64,13 @@ struct config {
 	/* [auth] */
 	char *passwd_file;
 	bool apop;
+	bool cram_md5;
 	unsigned max_auth_failures;
-	unsigned failure_delay_ms;
+	unsigned failure_delay_ms;      /* first failure from an address */
+	unsigned max_failure_delay_ms;  /* the growing delay stops here */
+	unsigned ip_failure_limit;      /* then the address is refused for a while */
+	unsigned user_failure_limit;    /* failures for one account, any address */
+	unsigned penalty_window_ms;     /* how long failures are remembered */
 	struct net_prefix *trusted_networks;
 	size_t n_trusted_networks;
 
@@ -60,6 +90,8 @@ int config_load(struct config *cfg, const char *path, char *err, size_t errlen);
 /* Parse from a string (for tests and the fuzzer); name is used in messages. */
 int config_load_string(struct config *cfg, const char *name, const char *text, char *err,
 		       size_t errlen);
+/* Is TLS configured (a certificate and key)? */
+bool config_has_tls(const struct config *cfg);
 /* Checks that span settings (after loading). */
 int config_validate(const struct config *cfg, char *err, size_t errlen);
 void config_free(struct config *cfg);

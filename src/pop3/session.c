@@ -33,8 +33,10 @@ struct pop3_session {
 	char *user;          /* after a successful USER, waiting for PASS */
 	char *login_user;    /* user of the login in progress / done */
 	char *secret;        /* password or digest of the login in progress */
+	char *challenge;     /* CRAM-MD5 challenge of the login in progress */
 	bool in_sasl;        /* reading SASL responses, not commands */
 	struct sasl_server sasl;
+	struct sasl_channel_binding cb;
 
 	/* TRANSACTION */
 	struct pop3_maildrop md;
@@ -159,11 +161,29 @@ static bool plaintext_allowed(const struct pop3_session *s)
 	return s->info.secure || s->info.plaintext_ok;
 }
 
-/* Mechanisms usable now: " PLAIN LOGIN" (one_per_line=false) or one per line. */
+/* Is this mechanism offered on this connection now? */
+static bool mechanism_usable(const struct pop3_session *s, enum sasl_mech m)
+{
+	switch (m) {
+	case SASL_MECH_SCRAM_SHA_256_PLUS:
+		return s->info.secure && (s->cb.exporter_len > 0 || s->cb.end_point_len > 0);
+	case SASL_MECH_SCRAM_SHA_256:
+		return true;
+	case SASL_MECH_PLAIN:
+	case SASL_MECH_LOGIN:
+		return plaintext_allowed(s);
+	case SASL_MECH_CRAM_MD5:
+		return s->cfg->cram_md5;
+	default:
+		return false;
+	}
+}
+
+/* Mechanisms usable now: " A B C" (one_per_line=false) or one per line. */
 static void list_mechanisms(struct pop3_session *s, bool one_per_line)
 {
 	for (int m = 0; m < SASL_MECH_COUNT; m++) {
-		if (sasl_mech_is_plaintext((enum sasl_mech)m) && !plaintext_allowed(s))
+		if (!mechanism_usable(s, (enum sasl_mech)m))
 			continue;
 		if (!one_per_line)
 			buf_append_str(&s->out, " ");
@@ -171,14 +191,6 @@ static void list_mechanisms(struct pop3_session *s, bool one_per_line)
 		if (one_per_line)
 			buf_append_str(&s->out, "\r\n");
 	}
-}
-
-static bool any_mechanism(const struct pop3_session *s)
-{
-	for (int m = 0; m < SASL_MECH_COUNT; m++)
-		if (!sasl_mech_is_plaintext((enum sasl_mech)m) || plaintext_allowed(s))
-			return true;
-	return false;
 }
 
 /* RFC 2449 §5: advertise only what works now; what AUTHORIZATION showed is
@@ -190,11 +202,9 @@ static void cmd_capa(struct pop3_session *s, const struct pop3_command *cmd)
 	reply(s, "TOP");
 	if (plaintext_allowed(s))
 		reply(s, "USER");
-	if (any_mechanism(s)) {
-		buf_append_str(&s->out, "SASL");
-		list_mechanisms(s, false);
-		buf_append_str(&s->out, "\r\n");
-	}
+	buf_append_str(&s->out, "SASL");
+	list_mechanisms(s, false);
+	buf_append_str(&s->out, "\r\n");
 	reply(s, "RESP-CODES");
 	reply(s, "AUTH-RESP-CODE");
 	reply(s, "PIPELINING");
@@ -227,6 +237,7 @@ static void start_login(struct pop3_session *s, enum pop3_login_method method,
 	s->req.mechanism = mechanism;
 	s->req.user = s->login_user;
 	s->req.secret = s->secret;
+	s->req.challenge = method == POP3_LOGIN_APOP ? s->apop_timestamp : s->challenge;
 }
 
 static void refuse_plaintext(struct pop3_session *s)
@@ -309,6 +320,13 @@ static void sasl_advance(struct pop3_session *s, const char *in, size_t len, boo
 		sasl_finish(s);
 		return;
 	}
+	if (st == SASL_NEED_LOOKUP) {
+		/* SCRAM: the I/O layer fetches the stored keys. */
+		request(s, POP3_REQ_SASL_LOOKUP);
+		s->req.user = s->sasl.authcid;
+		s->req.mechanism = sasl_mech_name(s->sasl.mech);
+		return;
+	}
 	/* No proxy authorization: an authzid must name the user itself. */
 	if (s->sasl.authzid != NULL && s->sasl.authzid[0] != '\0' &&
 	    strcmp(s->sasl.authzid, s->sasl.authcid) != 0) {
@@ -316,8 +334,23 @@ static void sasl_advance(struct pop3_session *s, const char *in, size_t len, boo
 		sasl_finish(s);
 		return;
 	}
-	start_login(s, POP3_LOGIN_SASL, sasl_mech_name(s->sasl.mech), s->sasl.authcid,
-		    strlen(s->sasl.authcid), s->sasl.password, strlen(s->sasl.password));
+	const char *mech = sasl_mech_name(s->sasl.mech);
+	const char *user = s->sasl.authcid;
+	switch (s->sasl.mech) {
+	case SASL_MECH_CRAM_MD5:
+		wipe_str(&s->challenge);
+		s->challenge = xstrdup(s->sasl.cram_challenge);
+		start_login(s, POP3_LOGIN_CRAM, mech, user, strlen(user), s->sasl.cram_digest, 32);
+		break;
+	case SASL_MECH_SCRAM_SHA_256:
+	case SASL_MECH_SCRAM_SHA_256_PLUS:
+		start_login(s, POP3_LOGIN_VERIFIED, mech, user, strlen(user), "", 0);
+		s->req.verified = s->sasl.verified;
+		break;
+	default:
+		start_login(s, POP3_LOGIN_SASL, mech, user, strlen(user), s->sasl.password,
+			    strlen(s->sasl.password));
+	}
 	sasl_finish(s);
 }
 
@@ -351,15 +384,15 @@ static void cmd_auth(struct pop3_session *s, const struct pop3_command *cmd)
 		return;
 	}
 	int mech = sasl_mech_by_name(cmd->argv[0].p, cmd->argv[0].len);
-	if (mech < 0) {
-		reply(s, "-ERR Unsupported authentication mechanism");
-		return;
-	}
-	if (sasl_mech_is_plaintext((enum sasl_mech)mech) && !plaintext_allowed(s)) {
+	if (mech >= 0 && sasl_mech_is_plaintext((enum sasl_mech)mech) && !plaintext_allowed(s)) {
 		refuse_plaintext(s);
 		return;
 	}
-	sasl_server_start(&s->sasl, (enum sasl_mech)mech);
+	if (mech < 0 || !mechanism_usable(s, (enum sasl_mech)mech)) {
+		reply(s, "-ERR Unsupported authentication mechanism");
+		return;
+	}
+	sasl_server_start(&s->sasl, (enum sasl_mech)mech, &s->cb);
 	if (cmd->argc < 2) {
 		sasl_advance(s, "", 0, false);
 		return;
@@ -634,6 +667,11 @@ struct pop3_session *pop3_session_new(const struct pop3_settings *settings,
 	s->cfg = settings;
 	s->info = *info;
 	s->state = POP3_STATE_AUTHORIZATION;
+	s->cb.exporter_len = s->cb.end_point_len = -1;
+	if (info->secure && info->cb != NULL)
+		s->cb = *info->cb;
+	s->info.cb = NULL;
+	s->cb.tls = info->secure;
 	if (settings->apop && info->apop_timestamp != NULL) {
 		/* RFC 1939 §7: the greeting carries the APOP timestamp. */
 		s->apop_timestamp = xstrdup(info->apop_timestamp);
@@ -653,7 +691,9 @@ void pop3_session_free(struct pop3_session *s)
 	wipe_str(&s->user);
 	wipe_str(&s->login_user);
 	wipe_str(&s->secret);
+	wipe_str(&s->challenge);
 	sasl_server_clear(&s->sasl);
+	OPENSSL_cleanse(&s->cb, sizeof(s->cb));
 	buf_free(&s->out);
 	free(s->deleted);
 	free(s->retrieved);
@@ -745,7 +785,22 @@ void pop3_session_login_done(struct pop3_session *s, enum pop3_login_result resu
 	case POP3_LOGIN_REFUSED:
 		refuse_plaintext(s);
 		return;
+	case POP3_LOGIN_THROTTLED:
+		reply(s, "-ERR [SYS/TEMP] Too many failed logins, try again later");
+		return;
 	}
+}
+
+void pop3_session_sasl_lookup_done(struct pop3_session *s, const struct scram_record *rec)
+{
+	if (s->req.kind != POP3_REQ_SASL_LOOKUP)
+		return;
+	request(s, POP3_REQ_NONE);
+	s->in_sasl = true;
+	sasl_server_set_record(&s->sasl, rec);
+	buf_append_str(&s->out, "+ ");
+	base64_encode(s->sasl.challenge.data, s->sasl.challenge.len, &s->out);
+	buf_append_str(&s->out, "\r\n");
 }
 
 void pop3_session_retrieve_begin(struct pop3_session *s, bool ok)
@@ -807,7 +862,7 @@ void pop3_session_commit_done(struct pop3_session *s, size_t failed)
 	close_after(s, "quit");
 }
 
-void pop3_session_tls_done(struct pop3_session *s, bool ok)
+void pop3_session_tls_done(struct pop3_session *s, bool ok, const struct sasl_channel_binding *cb)
 {
 	if (s->req.kind != POP3_REQ_STARTTLS)
 		return;
@@ -818,6 +873,9 @@ void pop3_session_tls_done(struct pop3_session *s, bool ok)
 	/* RFC 2595 §4: forget everything learnt before TLS. */
 	wipe_str(&s->user);
 	s->info.secure = true;
+	if (cb != NULL)
+		s->cb = *cb;
+	s->cb.tls = true;
 	request(s, POP3_REQ_NONE);
 }
 

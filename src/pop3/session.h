@@ -19,6 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "auth/sasl.h"
 #include "common/buf.h"
 
 struct pop3_settings {
@@ -29,13 +30,15 @@ struct pop3_settings {
 	unsigned max_bad_commands;
 	unsigned max_auth_failures;
 	bool apop;                  /* APOP offered (greeting has a timestamp) */
+	bool cram_md5;              /* CRAM-MD5 offered */
 	bool stls;                  /* STLS offered on this listener */
 };
 
 struct pop3_conn_info {
-	bool secure;                /* TLS is active */
+	bool secure;                /* TLS is active (implicit TLS) */
 	bool plaintext_ok;          /* loopback or trusted network (RFC 8314 policy) */
 	const char *apop_timestamp; /* "<...@...>" when APOP is on */
+	const struct sasl_channel_binding *cb; /* with secure: for SCRAM-PLUS */
 };
 
 enum pop3_state {
@@ -48,6 +51,7 @@ enum pop3_state {
 enum pop3_request_kind {
 	POP3_REQ_NONE,      /* ready for the next command line */
 	POP3_REQ_LOGIN,     /* check credentials, lock + open the maildrop */
+	POP3_REQ_SASL_LOOKUP, /* SCRAM: fetch the user's stored keys */
 	POP3_REQ_RETRIEVE,  /* open message, then _begin, stream, _end */
 	POP3_REQ_CONTINUE,  /* call pop3_session_continue() when output drained */
 	POP3_REQ_COMMIT,    /* UPDATE state: apply deletions and flags */
@@ -55,7 +59,13 @@ enum pop3_request_kind {
 	POP3_REQ_CLOSE,     /* send the output, then close the connection */
 };
 
-enum pop3_login_method { POP3_LOGIN_USERPASS, POP3_LOGIN_APOP, POP3_LOGIN_SASL };
+enum pop3_login_method {
+	POP3_LOGIN_USERPASS, /* secret: the password */
+	POP3_LOGIN_APOP,     /* secret: the digest; challenge: the greeting timestamp */
+	POP3_LOGIN_SASL,     /* PLAIN, LOGIN; secret: the password */
+	POP3_LOGIN_CRAM,     /* secret: the digest; challenge: the CRAM-MD5 challenge */
+	POP3_LOGIN_VERIFIED, /* SCRAM: the core checked the proof; see verified */
+};
 
 struct pop3_request {
 	enum pop3_request_kind kind;
@@ -63,7 +73,9 @@ struct pop3_request {
 	enum pop3_login_method method;
 	const char *mechanism; /* "USER", "APOP", "PLAIN", ... (for logs) */
 	const char *user;
-	const char *secret;    /* password, or the APOP digest */
+	const char *secret;    /* password, or the APOP/CRAM-MD5 digest */
+	const char *challenge; /* APOP timestamp or CRAM-MD5 challenge */
+	bool verified;         /* POP3_LOGIN_VERIFIED: proof good */
 	/* RETRIEVE */
 	size_t msg;            /* 0-based */
 	uint64_t body_lines;   /* TOP's n, or UINT64_MAX for RETR */
@@ -81,6 +93,7 @@ enum pop3_login_result {
 	POP3_LOGIN_TEMPFAIL,  /* try again later */
 	POP3_LOGIN_PERMFAIL,  /* contact the administrator */
 	POP3_LOGIN_REFUSED,   /* plaintext on an insecure connection */
+	POP3_LOGIN_THROTTLED, /* too many failures from this address or for this user */
 };
 
 /* Read-only view of the opened maildrop; the caller owns it for the session. */
@@ -126,8 +139,12 @@ void pop3_session_retrieve_begin(struct pop3_session *s, bool ok);
 void pop3_session_retrieve_end(struct pop3_session *s, bool complete, uint64_t octets);
 void pop3_session_continue(struct pop3_session *s);
 void pop3_session_commit_done(struct pop3_session *s, size_t failed);
-/* After STLS: ok=true when the handshake completed. */
-void pop3_session_tls_done(struct pop3_session *s, bool ok);
+/* After STLS: ok=true when the handshake completed; cb: its channel-binding
+ * data (copied). */
+void pop3_session_tls_done(struct pop3_session *s, bool ok, const struct sasl_channel_binding *cb);
+/* SCRAM: the stored keys for the user named in the request (a record that
+ * cannot match for unknown users). */
+void pop3_session_sasl_lookup_done(struct pop3_session *s, const struct scram_record *rec);
 
 enum pop3_state pop3_session_state(const struct pop3_session *s);
 /* Why the core asked to close ("quit", "too many bad commands", ...). */

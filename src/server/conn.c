@@ -1,14 +1,21 @@
 /*
  * conn.c - from accept to close for one POP3 client.
  *
- *   socket -> bufferevent -> line framing (bounded) -> pop3 core
- *   pop3 core request -> LOGIN/COMMIT: worker pool; RETRIEVE: stream the file
- *   through the transform while the output buffer is below its high water
- *   mark; CONTINUE: next listing batch when the output drains; CLOSE.
+ *   accept -> limits (sessions, sessions per address)
+ *          -> implicit TLS: wait for the first byte, check it is a TLS
+ *             ClientHello, handshake; plain: greet at once
+ *   socket -> bufferevent (-> OpenSSL filter after STLS) -> line framing
+ *          -> pop3 core -> request:
+ *      LOGIN, SASL_LOOKUP, COMMIT: a job on the worker pool
+ *      RETRIEVE: stream the file through the transform while the output
+ *                buffer is below its high water mark
+ *      CONTINUE: next listing batch when the output drains
+ *      STARTTLS: discard pending plaintext input, then TLS
+ *      CLOSE
  *
  * Lines are fed to the core only while it has no request pending, so
- * pipelined commands (and Thunderbird's NOOP in the middle of a RETR) wait
- * in the input buffer and are answered in order.
+ * pipelined commands (and Thunderbird's NOOP in the middle of a RETR) wait in
+ * the input buffer and are answered in order.
  */
 #include "server/conn.h"
 
@@ -22,7 +29,9 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
+#include <openssl/err.h>
 #include <openssl/rand.h>
 
 #include "common/bounds.h"
@@ -31,9 +40,13 @@
 #include "common/xmalloc.h"
 #include "server/login.h"
 #include "server/server.h"
+#include "server/shared.h"
 #include "server/workpool.h"
 #include "store/maildir.h"
 #include "store/transform.h"
+#include "tls/tls.h"
+
+#define TLS_RECORD_HANDSHAKE 0x16 /* first byte of a TLS ClientHello */
 
 struct commit_job {
 	struct work work;
@@ -46,17 +59,26 @@ struct commit_job {
 
 struct conn {
 	struct server *srv;
+	struct listener *listener;
 	struct conn *prev, *next;
+	int fd;                       /* until the bufferevent owns it */
+	struct event *probe;          /* implicit TLS: waiting for the first byte */
 	struct bufferevent *bev;
-	struct pop3_session *session;
+	struct pop3_session *session; /* NULL until the TLS handshake is done */
 	char peer[INET6_ADDRSTRLEN + 8];
+	struct shared_key addr_key;
 	struct timespec started;
 	bool plaintext_ok;
+	bool tls;                     /* TLS is up */
+	bool handshaking;
+	bool first_byte_seen;         /* plain port: checked for a ClientHello */
+	struct sasl_channel_binding cb;
+	char tls_desc[96];
 
 	/* line framing */
-	bool discarding;       /* inside an overlong line */
-	bool eof;              /* the client will send nothing more */
-	struct buf line;       /* scratch for one line */
+	bool discarding;              /* inside an overlong line */
+	bool eof;                     /* the client will send nothing more */
+	struct buf line;
 
 	/* the message being streamed */
 	int msg_fd;
@@ -65,22 +87,26 @@ struct conn {
 
 	/* work in flight on the pool, and the failure delay */
 	struct login_job *login;
+	struct lookup_job *lookup;
 	struct commit_job *commit;
-	bool in_login;         /* from submit until the core hears the result */
+	bool in_login;                /* from submit until the core hears the result */
 	struct event *delay;
 	enum pop3_login_result delayed_result;
 
 	struct maildir *md;
-	bool closed;           /* socket gone; free when jobs are back */
-	bool closing;          /* close once the output is sent */
-	bool busy_timeouts;    /* read timeout suspended */
+	bool closed;                  /* socket gone; free when jobs are back */
+	bool closing;                 /* close once the output is sent */
+	bool busy_timeouts;           /* read timeout suspended */
 	const char *end_reason;
 };
 
 static void process(struct conn *c);
 static void conn_close(struct conn *c, const char *reason);
+static void read_cb(struct bufferevent *bev, void *arg);
+static void write_cb(struct bufferevent *bev, void *arg);
+static void event_cb(struct bufferevent *bev, short what, void *arg);
 
-/* ---- helpers ---------------------------------------------------------------- */
+/* ---- helpers ------------------------------------------------------------------ */
 
 static struct evbuffer *output(struct conn *c)
 {
@@ -104,24 +130,37 @@ static double elapsed(const struct conn *c)
 	       (double)(now.tv_nsec - c->started.tv_nsec) / 1e9;
 }
 
+static struct timeval ms_tv(unsigned ms)
+{
+	struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+	return tv;
+}
+
 /* RFC 1939 §3: the autologout timer counts idle time between commands. It is
  * suspended while we are the ones working (streaming, login, commit). */
 static void set_timeouts(struct conn *c)
 {
 	const struct config *cfg = c->srv->cfg;
+	struct timeval wr = ms_tv(cfg->send_timeout_ms);
+	if (c->handshaking || c->session == NULL) {
+		struct timeval hs = ms_tv(cfg->tls_handshake_timeout_ms);
+		bufferevent_set_timeouts(c->bev, &hs, &hs);
+		return;
+	}
 	bool busy = pop3_session_request(c->session)->kind != POP3_REQ_NONE;
 	unsigned ms = pop3_session_state(c->session) == POP3_STATE_AUTHORIZATION
 			      ? cfg->preauth_timeout_ms
 			      : cfg->idle_timeout_ms;
-	struct timeval rd = {ms / 1000, (ms % 1000) * 1000};
-	struct timeval wr = {cfg->send_timeout_ms / 1000, (cfg->send_timeout_ms % 1000) * 1000};
+	struct timeval rd = ms_tv(ms);
 	bufferevent_set_timeouts(c->bev, busy ? NULL : &rd, &wr);
 	c->busy_timeouts = busy;
 }
 
-static const char *state_name(enum pop3_state st)
+static const char *state_name(const struct conn *c)
 {
-	switch (st) {
+	if (c->session == NULL)
+		return "handshake";
+	switch (pop3_session_state(c->session)) {
 	case POP3_STATE_AUTHORIZATION:
 		return "authorization";
 	case POP3_STATE_TRANSACTION:
@@ -133,7 +172,7 @@ static const char *state_name(enum pop3_state st)
 	}
 }
 
-/* ---- maildrop view for the core ------------------------------------------- */
+/* ---- maildrop view for the core ---------------------------------------------- */
 
 static uint64_t view_size(const void *ctx, size_t i)
 {
@@ -145,7 +184,7 @@ static const char *view_uidl(const void *ctx, size_t i)
 	return ((const struct maildir *)ctx)->msgs[i].uidl;
 }
 
-/* ---- freeing --------------------------------------------------------------- */
+/* ---- freeing ------------------------------------------------------------------ */
 
 static void conn_free(struct conn *c)
 {
@@ -157,6 +196,7 @@ static void conn_free(struct conn *c)
 	if (c->next)
 		c->next->prev = c->prev;
 	srv->n_sessions--;
+	shared_session_leave(srv->shared, &c->addr_key);
 	if (c->msg_fd >= 0)
 		close(c->msg_fd);
 	/* Closing the maildrop releases its lock; nothing is committed here. */
@@ -164,18 +204,28 @@ static void conn_free(struct conn *c)
 	if (c->delay)
 		event_free(c->delay);
 	pop3_session_free(c->session);
+	OPENSSL_cleanse(&c->cb, sizeof(c->cb));
 	buf_free(&c->chunk);
+	buf_wipe(&c->line);
 	buf_free(&c->line);
 	free(c);
+	/* A graceful stop ends with the last session. */
+	if (srv->stopping && srv->n_sessions == 0)
+		event_base_loopexit(srv->base, NULL);
 }
 
 static void log_session_end(struct conn *c)
 {
+	if (c->session == NULL) {
+		log_info("session end: user=- ip=%s state=handshake duration=%.3fs reason=%s",
+			 c->peer, elapsed(c), c->end_reason);
+		return;
+	}
 	const struct pop3_stats *st = pop3_session_stats(c->session);
 	const char *user = pop3_session_user(c->session);
-	log_info("session end: user=%s ip=%s state=%s retrieved=%llu bytes=%llu deleted=%llu "
-		 "commands=%llu bad=%llu authfail=%llu duration=%.3fs reason=%s",
-		 user ? user : "-", c->peer, state_name(pop3_session_state(c->session)),
+	log_info("session end: user=%s ip=%s state=%s tls=%s retrieved=%llu bytes=%llu "
+		 "deleted=%llu commands=%llu bad=%llu authfail=%llu duration=%.3fs reason=%s",
+		 user ? user : "-", c->peer, state_name(c), c->tls ? "yes" : "no",
 		 (unsigned long long)st->retrieved, (unsigned long long)st->retrieved_bytes,
 		 (unsigned long long)st->deleted, (unsigned long long)st->commands,
 		 (unsigned long long)st->bad_commands, (unsigned long long)st->auth_failures,
@@ -189,11 +239,20 @@ static void conn_close(struct conn *c, const char *reason)
 	c->closed = true;
 	c->end_reason = reason;
 	log_session_end(c);
-	bufferevent_free(c->bev); /* closes the socket */
-	c->bev = NULL;
-	if (c->login == NULL && c->commit == NULL)
+	if (c->probe != NULL) {
+		event_free(c->probe);
+		c->probe = NULL;
+	}
+	if (c->bev != NULL) {
+		bufferevent_free(c->bev); /* closes the socket */
+		c->bev = NULL;
+	} else if (c->fd >= 0) {
+		close(c->fd);
+	}
+	c->fd = -1;
+	if (c->login == NULL && c->commit == NULL && c->lookup == NULL)
 		conn_free(c);
-	/* else: freed when the job comes back (login_done / commit_done) */
+	/* else: freed when the job comes back */
 }
 
 /* Send what is queued, then close (QUIT, or the client's EOF). */
@@ -210,7 +269,158 @@ static void close_when_flushed(struct conn *c, const char *reason)
 		bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
 }
 
-/* ---- streaming RETR/TOP --------------------------------------------------- */
+/* ---- TLS -------------------------------------------------------------------- */
+
+static void setup_bev(struct conn *c, struct bufferevent *bev)
+{
+	c->bev = bev;
+	bufferevent_setcb(bev, read_cb, write_cb, event_cb, c);
+	bufferevent_setwatermark(bev, EV_READ, 0, SERVER_INPUT_HIGH_WATER);
+	bufferevent_setwatermark(bev, EV_WRITE, SERVER_OUTPUT_HIGH_WATER / 2, 0);
+	bufferevent_enable(bev, EV_READ | EV_WRITE);
+}
+
+static void collect_channel_binding(struct conn *c, SSL *ssl)
+{
+	c->cb.tls = true;
+	c->cb.exporter_len = tls_channel_binding(ssl, true, "tls-exporter", c->cb.exporter,
+						 sizeof(c->cb.exporter));
+	c->cb.end_point_len = tls_channel_binding(ssl, true, "tls-server-end-point",
+						  c->cb.end_point, sizeof(c->cb.end_point));
+	tls_describe(ssl, c->tls_desc, sizeof(c->tls_desc));
+}
+
+static void start_session(struct conn *c)
+{
+	struct server *srv = c->srv;
+	char *ts = NULL;
+	if (srv->pop3.apop) {
+		uint32_t rnd = 0;
+		RAND_bytes((unsigned char *)&rnd, sizeof(rnd));
+		/* RFC 1939 §7: unique per greeting, in msg-id form. */
+		ts = xasprintf("<%ld.%llu.%08x@%s>", (long)getpid(),
+			       (unsigned long long)++srv->counter, rnd, srv->hostname);
+	}
+	struct pop3_conn_info info = {.secure = c->tls, .plaintext_ok = c->plaintext_ok,
+				      .apop_timestamp = ts, .cb = c->tls ? &c->cb : NULL};
+	c->session = pop3_session_new(&srv->pop3, &info);
+	free(ts);
+	flush_session(c);
+	set_timeouts(c);
+}
+
+/* The handshake finished (implicit TLS or after STLS). */
+static void tls_established(struct conn *c)
+{
+	c->handshaking = false;
+	c->tls = true;
+	collect_channel_binding(c, bufferevent_openssl_get_ssl(c->bev));
+	log_debug("TLS: ip=%s %s", c->peer, c->tls_desc);
+	if (c->session == NULL) {
+		start_session(c);
+		return;
+	}
+	pop3_session_tls_done(c->session, true, &c->cb);
+	flush_session(c);
+	set_timeouts(c);
+	process(c);
+}
+
+static void tls_failed(struct conn *c)
+{
+	char why[256];
+	unsigned long e = bufferevent_get_openssl_error(c->bev);
+	if (e != 0)
+		ERR_error_string_n(e, why, sizeof(why));
+	else
+		snprintf(why, sizeof(why), "%s", c->eof ? "client closed the connection" : "I/O error");
+	ERR_clear_error();
+	log_info("TLS handshake failed: ip=%s on %s: %s", c->peer, c->listener->name, why);
+	conn_close(c, "TLS handshake failed");
+}
+
+static struct bufferevent *tls_bev_new(struct conn *c, struct bufferevent *under)
+{
+	SSL *ssl = tls_server_ssl(c->srv->tls);
+	if (ssl == NULL)
+		return NULL;
+	struct bufferevent *bev =
+		under ? bufferevent_openssl_filter_new(c->srv->base, under, ssl,
+						       BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE)
+		      : bufferevent_openssl_socket_new(c->srv->base, c->fd, ssl,
+						       BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+	if (bev == NULL)
+		SSL_free(ssl);
+	else
+		bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+	return bev;
+}
+
+/* Implicit TLS: look at the first byte before handing the socket to OpenSSL,
+ * to tell a plaintext client on the TLS port from a broken handshake. */
+static void probe_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+	event_free(c->probe);
+	c->probe = NULL;
+	if (what & EV_TIMEOUT) {
+		log_info("no TLS handshake from %s on %s within %us (a plaintext client on the "
+			 "TLS port?)",
+			 c->peer, c->listener->name, c->srv->cfg->tls_handshake_timeout_ms / 1000);
+		conn_close(c, "no TLS handshake");
+		return;
+	}
+	unsigned char first;
+	ssize_t n = recv(fd, &first, 1, MSG_PEEK);
+	if (n <= 0) {
+		conn_close(c, n == 0 ? "client disconnected" : "connection error");
+		return;
+	}
+	if (first != TLS_RECORD_HANDSHAKE) {
+		log_warning("client %s speaks plaintext on the TLS port %s: configure it for TLS "
+			    "(port 995) or for STARTTLS on the plain port",
+			    c->peer, c->listener->name);
+		static const char msg[] = "-ERR [SYS/PERM] This port requires TLS (RFC 8314)\r\n";
+		ssize_t ignored = send(fd, msg, sizeof(msg) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+		(void)ignored;
+		conn_close(c, "plaintext on the TLS port");
+		return;
+	}
+	struct bufferevent *bev = tls_bev_new(c, NULL);
+	if (bev == NULL) {
+		conn_close(c, "out of resources");
+		return;
+	}
+	c->fd = -1; /* the bufferevent owns it now */
+	c->handshaking = true;
+	setup_bev(c, bev);
+	set_timeouts(c);
+}
+
+/* RFC 2595 §4: after "+OK Begin TLS negotiation" the next bytes are TLS. */
+static void start_tls(struct conn *c)
+{
+	/* Anything the client pipelined after STLS was sent in the clear before
+	 * the handshake: discard it, never execute it (CVE-2011-0411 class). */
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	size_t dropped = evbuffer_get_length(in);
+	if (dropped > 0) {
+		log_warning("STLS: ip=%s sent %zu bytes after STLS before TLS; discarded", c->peer,
+			    dropped);
+		evbuffer_drain(in, dropped);
+	}
+	struct bufferevent *bev = tls_bev_new(c, c->bev);
+	if (bev == NULL) {
+		pop3_session_tls_done(c->session, false, NULL);
+		close_when_flushed(c, "TLS setup failed");
+		return;
+	}
+	c->handshaking = true;
+	setup_bev(c, bev);
+	set_timeouts(c);
+}
+
+/* ---- streaming RETR/TOP ---------------------------------------------------- */
 
 static void stream_end(struct conn *c, bool complete)
 {
@@ -218,10 +428,8 @@ static void stream_end(struct conn *c, bool complete)
 	c->msg_fd = -1;
 	if (complete)
 		transform_finish(&c->xf, &c->chunk);
-	if (c->chunk.len > 0) {
+	if (c->chunk.len > 0)
 		evbuffer_add(output(c), c->chunk.data, c->chunk.len);
-		buf_clear(&c->chunk);
-	}
 	buf_free(&c->chunk); /* an idle session keeps no message buffer */
 	pop3_session_retrieve_end(c->session, complete, c->xf.emitted);
 	flush_session(c);
@@ -272,17 +480,22 @@ static void stream_start(struct conn *c, const struct pop3_request *req)
 	stream_pump(c);
 }
 
-/* ---- jobs -------------------------------------------------------------------- */
+/* ---- jobs --------------------------------------------------------------------- */
+
+static void deliver_login_result(struct conn *c, enum pop3_login_result result)
+{
+	c->in_login = false;
+	pop3_session_login_done(c->session, result, NULL);
+	flush_session(c);
+	process(c);
+}
 
 static void login_delay_expired(evutil_socket_t fd, short what, void *arg)
 {
 	struct conn *c = arg;
 	(void)fd;
 	(void)what;
-	c->in_login = false;
-	pop3_session_login_done(c->session, c->delayed_result, NULL);
-	flush_session(c);
-	process(c);
+	deliver_login_result(c, c->delayed_result);
 }
 
 static void login_done(struct work *w)
@@ -298,8 +511,8 @@ static void login_done(struct work *w)
 	}
 	if (job->result == POP3_LOGIN_OK) {
 		c->md = job->md;
-		log_info("login: user=%s ip=%s method=%s messages=%zu octets=%llu", job->user,
-			 c->peer, job->mechanism, c->md->count,
+		log_info("login: user=%s ip=%s method=%s tls=%s messages=%zu octets=%llu", job->user,
+			 c->peer, job->mechanism, c->tls ? "yes" : "no", c->md->count,
 			 (unsigned long long)c->md->total_size);
 		struct pop3_maildrop view = {c->md->count, view_size, view_uidl, c->md};
 		c->in_login = false;
@@ -309,30 +522,50 @@ static void login_done(struct work *w)
 		process(c);
 		return;
 	}
-	log_info("login failed: user=%s ip=%s method=%s reason=%s", job->user, c->peer,
-		 job->mechanism, job->why ? job->why : "unknown");
+	log_info("login failed: user=%s ip=%s method=%s reason=%s delay=%ums", job->user, c->peer,
+		 job->mechanism, job->why ? job->why : "unknown", job->delay_ms);
 	enum pop3_login_result result = job->result;
+	unsigned delay = job->delay_ms;
 	login_job_free(job);
-	if (result == POP3_LOGIN_FAILED && c->srv->cfg->failure_delay_ms > 0) {
-		/* Unknown user and wrong password: same answer after the same
-		 * delay, which also slows down guessing on this connection. */
-		unsigned ms = c->srv->cfg->failure_delay_ms;
-		struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+	if (delay > 0) {
+		/* Unknown user and wrong password: the same answer after the same
+		 * delay, growing with the failures from this address. */
+		struct timeval tv = ms_tv(delay);
 		c->delayed_result = result;
 		if (c->delay == NULL)
 			c->delay = evtimer_new(c->srv->base, login_delay_expired, c);
 		evtimer_add(c->delay, &tv);
 		return;
 	}
-	c->in_login = false;
-	pop3_session_login_done(c->session, result, NULL);
-	flush_session(c);
-	process(c);
+	deliver_login_result(c, result);
 }
 
 static void login_run(struct work *w)
 {
 	login_job_run((struct login_job *)w);
+}
+
+static void lookup_run(struct work *w)
+{
+	lookup_job_run((struct lookup_job *)w);
+}
+
+static void lookup_done(struct work *w)
+{
+	struct lookup_job *job = (struct lookup_job *)w;
+	struct conn *c = job->conn;
+	c->lookup = NULL;
+	if (c->closed) {
+		lookup_job_free(job);
+		conn_free(c);
+		return;
+	}
+	if (!job->real)
+		log_debug("SCRAM: user %s has no SCRAM keys (or does not exist)", job->user);
+	pop3_session_sasl_lookup_done(c->session, &job->record);
+	lookup_job_free(job);
+	flush_session(c);
+	process(c);
 }
 
 static void commit_run(struct work *w)
@@ -362,7 +595,7 @@ static void commit_done(struct work *w)
 	process(c);
 }
 
-/* ---- the request loop -------------------------------------------------------- */
+/* ---- the request loop ---------------------------------------------------------- */
 
 /* Act on the core's pending request. Returns true if more input may be fed. */
 static bool handle_request(struct conn *c)
@@ -371,16 +604,23 @@ static bool handle_request(struct conn *c)
 	switch (req->kind) {
 	case POP3_REQ_NONE:
 		return true;
-	case POP3_REQ_LOGIN: {
+	case POP3_REQ_LOGIN:
 		if (c->in_login)
 			return false; /* already with the workers or in the failure delay */
 		c->in_login = true;
-		c->login = login_job_new(c->srv, c, req, pop3_session_apop_timestamp(c->session));
+		c->login = login_job_new(c->srv, c, req, &c->addr_key);
 		c->login->work.run = login_run;
 		c->login->work.done = login_done;
 		workpool_submit(c->srv->pool, &c->login->work);
 		return false;
-	}
+	case POP3_REQ_SASL_LOOKUP:
+		if (c->lookup != NULL)
+			return false;
+		c->lookup = lookup_job_new(c->srv, c, req->user);
+		c->lookup->work.run = lookup_run;
+		c->lookup->work.done = lookup_done;
+		workpool_submit(c->srv->pool, &c->lookup->work);
+		return false;
 	case POP3_REQ_RETRIEVE:
 		if (c->msg_fd >= 0)
 			return false; /* streaming; the write callback pumps */
@@ -408,10 +648,9 @@ static bool handle_request(struct conn *c)
 		return false;
 	}
 	case POP3_REQ_STARTTLS:
-		/* No TLS on this listener yet: refuse the upgrade. */
-		pop3_session_tls_done(c->session, false);
-		flush_session(c);
-		return handle_request(c);
+		if (!c->handshaking)
+			start_tls(c);
+		return false;
 	case POP3_REQ_CLOSE:
 		close_when_flushed(c, pop3_session_close_reason(c->session));
 		return false;
@@ -419,12 +658,31 @@ static bool handle_request(struct conn *c)
 	return false;
 }
 
+/* A TLS ClientHello on the plaintext port: the client is misconfigured. */
+static bool tls_on_plain_port(struct conn *c, struct evbuffer *in)
+{
+	if (c->first_byte_seen || c->tls || evbuffer_get_length(in) == 0)
+		return false;
+	c->first_byte_seen = true;
+	unsigned char first;
+	evbuffer_copyout(in, &first, 1);
+	if (first != TLS_RECORD_HANDSHAKE)
+		return false;
+	log_warning("client %s started TLS on the plaintext port %s: configure it for port 995 "
+		    "(TLS) or STARTTLS",
+		    c->peer, c->listener->name);
+	conn_close(c, "TLS on the plaintext port");
+	return true;
+}
+
 /* Read complete lines and feed them to the core while it is ready. */
 static void process(struct conn *c)
 {
-	if (c->closed)
+	if (c->closed || c->session == NULL || c->handshaking)
 		return;
 	struct evbuffer *in = bufferevent_get_input(c->bev);
+	if (tls_on_plain_port(c, in))
+		return;
 	while (handle_request(c)) {
 		if (c->closed)
 			return;
@@ -457,22 +715,24 @@ static void process(struct conn *c)
 			evbuffer_drain(in, eol_len);
 			c->line.data[len] = '\0';
 			pop3_session_input(c->session, c->line.data, len);
+			/* A SASL response may hold a password: do not keep it. */
+			OPENSSL_cleanse(c->line.data, len);
 		}
 		flush_session(c);
 	}
-	if (!c->closed && c->busy_timeouts !=
-				  (pop3_session_request(c->session)->kind != POP3_REQ_NONE))
+	if (!c->closed && !c->handshaking &&
+	    c->busy_timeouts != (pop3_session_request(c->session)->kind != POP3_REQ_NONE))
 		set_timeouts(c);
 }
 
-/* ---- libevent callbacks ---------------------------------------------------------- */
+/* ---- libevent callbacks -------------------------------------------------------- */
 
 static void read_cb(struct bufferevent *bev, void *arg)
 {
 	struct conn *c = arg;
 	(void)bev;
 	/* Any input resets the idle timer (RFC 1939 §3). */
-	if (!c->busy_timeouts)
+	if (!c->busy_timeouts && !c->handshaking && c->session != NULL)
 		set_timeouts(c);
 	process(c);
 }
@@ -495,6 +755,20 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
 {
 	struct conn *c = arg;
 	(void)bev;
+	if (what & BEV_EVENT_CONNECTED) {
+		tls_established(c);
+		return;
+	}
+	if (c->handshaking) {
+		if (what & BEV_EVENT_TIMEOUT) {
+			log_info("TLS handshake timed out: ip=%s on %s", c->peer, c->listener->name);
+			conn_close(c, "TLS handshake timeout");
+			return;
+		}
+		c->eof = (what & BEV_EVENT_EOF) != 0;
+		tls_failed(c);
+		return;
+	}
 	if (what & BEV_EVENT_TIMEOUT) {
 		/* RFC 1939 §3: close without a response and without UPDATE. */
 		conn_close(c, (what & BEV_EVENT_READING) ? "idle timeout" : "send timeout");
@@ -508,21 +782,13 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
 		return;
 	}
 	if (what & BEV_EVENT_ERROR) {
+		ERR_clear_error();
 		conn_close(c, errno == ECONNRESET ? "connection reset" : "connection error");
 		return;
 	}
 }
 
-/* ---- accept ------------------------------------------------------------------------ */
-
-static char *apop_timestamp(struct server *srv)
-{
-	uint32_t rnd = 0;
-	RAND_bytes((unsigned char *)&rnd, sizeof(rnd));
-	/* RFC 1939 §7: unique per greeting, in msg-id form. */
-	return xasprintf("<%ld.%llu.%08x@%s>", (long)getpid(), (unsigned long long)++srv->counter,
-			 rnd, srv->hostname);
-}
+/* ---- accept ----------------------------------------------------------------------- */
 
 static bool peer_trusted(const struct server *srv, const struct sockaddr *peer)
 {
@@ -534,51 +800,66 @@ static bool peer_trusted(const struct server *srv, const struct sockaddr *peer)
 	return false;
 }
 
-void conn_accept(struct server *srv, int fd, const struct sockaddr *peer, socklen_t peerlen)
+static void refuse(int fd, const char *msg)
+{
+	ssize_t ignored = send(fd, msg, strlen(msg), MSG_NOSIGNAL | MSG_DONTWAIT);
+	(void)ignored;
+	close(fd);
+}
+
+void conn_accept(struct server *srv, struct listener *li, int fd, const struct sockaddr *peer,
+		 socklen_t peerlen)
 {
 	(void)peerlen;
 	char host[INET6_ADDRSTRLEN + 8];
 	net_format_host(peer, host, sizeof(host));
-	if (srv->n_sessions >= srv->cfg->max_sessions || srv->stopping) {
-		static const char msg[] = "-ERR [SYS/TEMP] Too many connections, try again later\r\n";
-		ssize_t ignored = send(fd, msg, sizeof(msg) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
-		(void)ignored;
-		close(fd);
+	/* Refusals are sent in the clear; on a TLS port the client sees a
+	 * handshake failure, which is all it can be told. */
+	if (srv->stopping || srv->n_sessions >= srv->cfg->max_sessions) {
+		refuse(fd, "-ERR [SYS/TEMP] Too many connections, try again later\r\n");
 		log_warning("refused connection from %s: session limit (%u) reached", host,
 			    srv->cfg->max_sessions);
 		return;
 	}
+	struct shared_key key;
+	shared_key_addr(peer, &key);
+	if (!shared_session_enter(srv->shared, &key, srv->cfg->max_sessions_per_ip)) {
+		refuse(fd, "-ERR [SYS/TEMP] Too many connections from your address\r\n");
+		log_warning("refused connection from %s: %u sessions from this address", host,
+			    srv->cfg->max_sessions_per_ip);
+		return;
+	}
 	struct conn *c = xcalloc(1, sizeof(*c));
 	c->srv = srv;
+	c->listener = li;
+	c->fd = fd;
 	c->msg_fd = -1;
+	c->addr_key = key;
+	c->cb.exporter_len = c->cb.end_point_len = -1;
 	snprintf(c->peer, sizeof(c->peer), "%s", host);
 	clock_gettime(CLOCK_MONOTONIC, &c->started);
 	c->plaintext_ok = peer_trusted(srv, peer);
-	c->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
-	if (c->bev == NULL) {
-		close(fd);
-		free(c);
-		return;
-	}
 	c->next = srv->conns;
 	if (srv->conns)
 		srv->conns->prev = c;
 	srv->conns = c;
 	srv->n_sessions++;
+	log_debug("connect: ip=%s on %s", c->peer, li->name);
 
-	char *ts = srv->pop3.apop ? apop_timestamp(srv) : NULL;
-	struct pop3_conn_info info = {.secure = false, .plaintext_ok = c->plaintext_ok,
-				      .apop_timestamp = ts};
-	c->session = pop3_session_new(&srv->pop3, &info);
-	free(ts);
-
-	bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
-	bufferevent_setwatermark(c->bev, EV_READ, 0, SERVER_INPUT_HIGH_WATER);
-	bufferevent_setwatermark(c->bev, EV_WRITE, SERVER_OUTPUT_HIGH_WATER / 2, 0);
-	set_timeouts(c);
-	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
-	log_debug("connect: ip=%s", c->peer);
-	flush_session(c);
+	if (li->kind == LISTENER_POP3S) {
+		struct timeval tv = ms_tv(srv->cfg->tls_handshake_timeout_ms);
+		c->probe = event_new(srv->base, fd, EV_READ, probe_cb, c);
+		event_add(c->probe, &tv);
+		return;
+	}
+	struct bufferevent *bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	if (bev == NULL) {
+		conn_close(c, "out of resources");
+		return;
+	}
+	c->fd = -1;
+	setup_bev(c, bev);
+	start_session(c);
 }
 
 void conn_close_all(struct server *srv)

@@ -1,7 +1,6 @@
 /* login.c - authentication and maildrop opening, off the event loop. */
 #include "server/login.h"
 
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +8,7 @@
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 
 #include "auth/passwd_file.h"
 #include "auth/password.h"
@@ -20,80 +20,10 @@
 #include "store/location.h"
 #include "store/maildir.h"
 
-/* ---- LOGIN-DELAY bookkeeping (RFC 2449 §6.5) ------------------------------ */
-
-struct delay_entry {
-	char *user;
-	time_t last;
-};
-
-struct login_delays {
-	pthread_mutex_t lock;
-	unsigned seconds;
-	struct delay_entry *entries; /* unsorted; expired entries are reused */
-	size_t count;
-};
-
-struct login_delays *login_delays_new(unsigned seconds)
-{
-	struct login_delays *d = xcalloc(1, sizeof(*d));
-	pthread_mutex_init(&d->lock, NULL);
-	d->seconds = seconds;
-	return d;
-}
-
-void login_delays_free(struct login_delays *d)
-{
-	if (d == NULL)
-		return;
-	for (size_t i = 0; i < d->count; i++)
-		free(d->entries[i].user);
-	free(d->entries);
-	pthread_mutex_destroy(&d->lock);
-	free(d);
-}
-
-/* True if the user may log in now; records the login if so. The table only
- * holds users seen within the last `seconds`, so it stays small. */
-static bool login_delay_pass(struct login_delays *d, const char *user)
-{
-	if (d == NULL || d->seconds == 0)
-		return true;
-	time_t now = time(NULL);
-	bool ok = true;
-	pthread_mutex_lock(&d->lock);
-	struct delay_entry *slot = NULL;
-	for (size_t i = 0; i < d->count; i++) {
-		struct delay_entry *e = &d->entries[i];
-		bool expired = now - e->last >= (time_t)d->seconds;
-		if (strcmp(e->user, user) == 0) {
-			ok = expired;
-			slot = e;
-			break;
-		}
-		if (expired && slot == NULL)
-			slot = e;
-	}
-	if (ok) {
-		if (slot == NULL) {
-			d->entries = xreallocarray(d->entries, d->count + 1, sizeof(*d->entries));
-			slot = &d->entries[d->count++];
-			slot->user = NULL;
-		}
-		if (slot->user == NULL || strcmp(slot->user, user) != 0) {
-			free(slot->user);
-			slot->user = xstrdup(user);
-		}
-		slot->last = now;
-	}
-	pthread_mutex_unlock(&d->lock);
-	return ok;
-}
-
-/* ---- the job -------------------------------------------------------------- */
+/* ---- the login job ----------------------------------------------------------- */
 
 struct login_job *login_job_new(struct server *srv, struct conn *conn,
-				const struct pop3_request *req, const char *apop_timestamp)
+				const struct pop3_request *req, const struct shared_key *addr_key)
 {
 	struct login_job *job = xcalloc(1, sizeof(*job));
 	job->srv = srv;
@@ -101,8 +31,10 @@ struct login_job *login_job_new(struct server *srv, struct conn *conn,
 	job->method = req->method;
 	snprintf(job->mechanism, sizeof(job->mechanism), "%s", req->mechanism);
 	job->user = xstrdup(req->user);
-	job->secret = xstrdup(req->secret);
-	job->apop_timestamp = apop_timestamp ? xstrdup(apop_timestamp) : NULL;
+	job->secret = xstrdup(req->secret ? req->secret : "");
+	job->challenge = req->challenge ? xstrdup(req->challenge) : NULL;
+	job->verified = req->verified;
+	job->addr_key = *addr_key;
 	return job;
 }
 
@@ -113,8 +45,29 @@ void login_job_free(struct login_job *job)
 	OPENSSL_cleanse(job->secret, strlen(job->secret));
 	free(job->secret);
 	free(job->user);
-	free(job->apop_timestamp);
+	free(job->challenge);
 	free(job);
+}
+
+static void to_hex(const unsigned char *in, size_t len, char *out)
+{
+	for (size_t i = 0; i < len; i++)
+		snprintf(out + 2 * i, 3, "%02x", in[i]);
+}
+
+/* Compare a client's hex digest with ours, case-insensitively, in constant time. */
+static bool digest_matches(const unsigned char *md, size_t mdlen, const char *given)
+{
+	char hex[2 * EVP_MAX_MD_SIZE + 1], lower[2 * EVP_MAX_MD_SIZE + 1];
+	size_t n = strlen(given);
+	if (n != 2 * mdlen)
+		return false;
+	to_hex(md, mdlen, hex);
+	for (size_t i = 0; i <= n; i++)
+		lower[i] = (char)(given[i] >= 'A' && given[i] <= 'F' ? given[i] + 32 : given[i]);
+	bool eq = const_time_eq(hex, n, lower, n);
+	OPENSSL_cleanse(hex, sizeof(hex));
+	return eq;
 }
 
 /* RFC 1939 §7: digest = lower-case hex MD5(timestamp || secret). */
@@ -122,41 +75,52 @@ static bool apop_matches(const char *timestamp, const char *secret, const char *
 {
 	unsigned char md[EVP_MAX_MD_SIZE];
 	unsigned int mdlen = 0;
-	char hex[2 * EVP_MAX_MD_SIZE + 1];
 	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
 	bool ok = ctx != NULL && EVP_DigestInit_ex(ctx, EVP_md5(), NULL) == 1 &&
 		  EVP_DigestUpdate(ctx, timestamp, strlen(timestamp)) == 1 &&
 		  EVP_DigestUpdate(ctx, secret, strlen(secret)) == 1 &&
 		  EVP_DigestFinal_ex(ctx, md, &mdlen) == 1;
 	EVP_MD_CTX_free(ctx);
-	if (!ok)
+	return ok && digest_matches(md, mdlen, digest);
+}
+
+/* RFC 2195: digest = hex HMAC-MD5(key = secret, challenge). */
+static bool cram_matches(const char *challenge, const char *secret, const char *digest)
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int mdlen = 0;
+	if (HMAC(EVP_md5(), secret, (int)strlen(secret), (const unsigned char *)challenge,
+		 strlen(challenge), md, &mdlen) == NULL)
 		return false;
-	for (unsigned i = 0; i < mdlen; i++)
-		snprintf(hex + 2 * i, 3, "%02x", md[i]);
-	char given[33];
-	size_t n = strlen(digest);
-	if (n != 32)
-		return false;
-	for (size_t i = 0; i <= n; i++)
-		given[i] = (char)(digest[i] >= 'A' && digest[i] <= 'F' ? digest[i] + 32 : digest[i]);
-	bool eq = const_time_eq(hex, 2 * mdlen, given, n);
-	OPENSSL_cleanse(hex, sizeof(hex));
-	return eq;
+	return digest_matches(md, mdlen, digest);
 }
 
 static bool credentials_ok(struct login_job *job, const struct user_record *rec, bool found)
 {
-	if (job->method == POP3_LOGIN_APOP) {
+	switch (job->method) {
+	case POP3_LOGIN_VERIFIED:
+		/* SCRAM: the core checked the proof against the stored keys. */
+		if (!job->verified)
+			job->why = found ? "wrong SCRAM proof (or no SCRAM keys stored)"
+					 : "unknown user";
+		return job->verified && found;
+	case POP3_LOGIN_APOP:
+	case POP3_LOGIN_CRAM: {
 		const char *plain = found ? password_plaintext(rec->password) : NULL;
 		if (plain == NULL) {
-			job->why = found ? "APOP needs a {PLAIN} secret" : "unknown user";
+			job->why = found ? "digest login needs a {PLAIN} secret" : "unknown user";
 			return false;
 		}
-		if (!apop_matches(job->apop_timestamp, plain, job->secret)) {
-			job->why = "wrong APOP digest";
-			return false;
-		}
-		return true;
+		bool ok = job->challenge != NULL &&
+			  (job->method == POP3_LOGIN_APOP
+				   ? apop_matches(job->challenge, plain, job->secret)
+				   : cram_matches(job->challenge, plain, job->secret));
+		if (!ok)
+			job->why = "wrong digest";
+		return ok;
+	}
+	default:
+		break;
 	}
 	if (!found) {
 		/* Same work and the same answer as a wrong password. */
@@ -192,10 +156,41 @@ static enum pop3_login_result store_result(enum store_status st)
 	}
 }
 
+/* The growing delay: failure_delay doubled for each recent failure from the
+ * address, up to max_failure_delay. */
+static unsigned penalty_delay(const struct config *cfg, unsigned failures)
+{
+	uint64_t ms = cfg->failure_delay_ms;
+	for (unsigned i = 1; i < failures && ms < cfg->max_failure_delay_ms; i++)
+		ms *= 2;
+	if (ms > cfg->max_failure_delay_ms && cfg->max_failure_delay_ms >= cfg->failure_delay_ms)
+		ms = cfg->max_failure_delay_ms;
+	return (unsigned)ms;
+}
+
 void login_job_run(struct login_job *job)
 {
 	struct server *srv = job->srv;
-	struct user_record rec;
+	const struct config *cfg = srv->cfg;
+	unsigned window = cfg->penalty_window_ms / 1000;
+	time_t now = time(NULL);
+	struct shared_key user_key;
+	shared_key_user(job->user, &user_key);
+	struct user_record rec = {0};
+
+	/* Brute-force limits first: a refused attempt costs no hashing. */
+	if (shared_failures(srv->shared, &job->addr_key, now, window) >= cfg->ip_failure_limit) {
+		job->result = POP3_LOGIN_THROTTLED;
+		job->why = "too many failed logins from this address";
+		job->delay_ms = cfg->max_failure_delay_ms;
+		return;
+	}
+	if (shared_failures(srv->shared, &user_key, now, window) >= cfg->user_failure_limit) {
+		job->result = POP3_LOGIN_THROTTLED;
+		job->why = "too many failed logins for this user";
+		job->delay_ms = cfg->max_failure_delay_ms;
+		return;
+	}
 	int found = passwd_db_lookup(srv->users, job->user, &rec);
 	if (found < 0) {
 		job->result = POP3_LOGIN_TEMPFAIL;
@@ -204,17 +199,21 @@ void login_job_run(struct login_job *job)
 	}
 	if (!credentials_ok(job, &rec, found == 1)) {
 		job->result = POP3_LOGIN_FAILED;
+		unsigned n = shared_add_failure(srv->shared, &job->addr_key, now, window);
+		shared_add_failure(srv->shared, &user_key, now, window);
+		job->delay_ms = penalty_delay(cfg, n);
 		goto out;
 	}
-	/* RFC 2449 §8.1.1 and pop3.md §10: delay and lock answers only after
-	 * the credentials were found good. */
-	if (!login_delay_pass(srv->delays, rec.name)) {
+	shared_clear_failures(srv->shared, &user_key);
+	/* pop3.md §10: delay and lock answers only after the credentials were
+	 * found good (they confirm the password to whoever sent it). */
+	if (!shared_login_allowed(srv->shared, &user_key, now, cfg->login_delay)) {
 		job->result = POP3_LOGIN_DELAYED;
 		job->why = "login delay";
 		goto out;
 	}
 	char path[4096];
-	if (location_expand(srv->cfg->mail_location, rec.name, rec.home, path, sizeof(path)) < 0) {
+	if (location_expand(cfg->mail_location, rec.name, rec.home, path, sizeof(path)) < 0) {
 		log_error("user %s: cannot build a safe maildrop path from [mail] location", rec.name);
 		job->result = POP3_LOGIN_PERMFAIL;
 		job->why = "no maildrop path";
@@ -226,5 +225,54 @@ void login_job_run(struct login_job *job)
 	else if (job->result != POP3_LOGIN_OK)
 		job->why = "maildrop unavailable";
 out:
+	user_record_clear(&rec);
+}
+
+/* ---- the SCRAM lookup job -------------------------------------------------------- */
+
+struct lookup_job *lookup_job_new(struct server *srv, struct conn *conn, const char *user)
+{
+	struct lookup_job *job = xcalloc(1, sizeof(*job));
+	job->srv = srv;
+	job->conn = conn;
+	job->user = xstrdup(user);
+	return job;
+}
+
+void lookup_job_free(struct lookup_job *job)
+{
+	if (job == NULL)
+		return;
+	OPENSSL_cleanse(&job->record, sizeof(job->record));
+	free(job->user);
+	free(job);
+}
+
+/* Keys that cannot match, the same for the same user every time (a salt that
+ * changed between attempts would reveal that the user does not exist). */
+static void stand_in_record(const struct server *srv, const char *user, struct scram_record *rec)
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int len = 0;
+	memset(rec, 0, sizeof(*rec));
+	rec->iterations = SCRAM_DEFAULT_ITERATIONS;
+	HMAC(EVP_sha256(), srv->secret, sizeof(srv->secret), (const unsigned char *)user,
+	     strlen(user), md, &len);
+	memcpy(rec->salt, md, 16);
+	rec->salt_len = 16;
+	memcpy(rec->stored_key, md, SCRAM_KEY_LEN); /* no password hashes to this */
+	memset(rec->server_key, 0, SCRAM_KEY_LEN);
+}
+
+void lookup_job_run(struct lookup_job *job)
+{
+	struct user_record rec;
+	if (passwd_db_lookup(job->srv->users, job->user, &rec) == 1 &&
+	    strncmp(rec.password, "{SCRAM-SHA-256}", 15) == 0 &&
+	    scram_parse_record(rec.password + 15, &job->record) == 0) {
+		job->real = true;
+	} else {
+		stand_in_record(job->srv, job->user, &job->record);
+	}
 	user_record_clear(&rec);
 }

@@ -60,8 +60,13 @@ static void complete(struct pop3_session *s, unsigned char pick)
 		case POP3_REQ_COMMIT:
 			pop3_session_commit_done(s, pick % 3 == 0 ? 1 : 0);
 			break;
+		case POP3_REQ_SASL_LOOKUP: {
+			struct scram_record rec = {.iterations = 4096, .salt_len = 1};
+			pop3_session_sasl_lookup_done(s, &rec);
+			break;
+		}
 		case POP3_REQ_STARTTLS:
-			pop3_session_tls_done(s, pick % 2 == 0);
+			pop3_session_tls_done(s, pick % 2 == 0, NULL);
 			break;
 		}
 		check_output(s);

@@ -8,6 +8,7 @@ fails the test that started it.
 import os
 import pathlib
 import poplib
+import pwd
 import socket
 import subprocess
 import time
@@ -25,6 +26,35 @@ def build_dir():
         if (ROOT / name / "pigeond").exists():
             return ROOT / name
     raise RuntimeError("no build directory with pigeond; run scripts/test")
+
+
+# Started as root, pigeond refuses to serve until it can drop to [server] user;
+# the tests then run it as "pigeon" (created by scripts/deps) and hand it the
+# files it must write. Started as anyone else it keeps that user.
+RUN_AS = "pigeon" if os.geteuid() == 0 else None
+
+
+def give_to_server(path):
+    """Make a file or directory the test created usable by pigeond."""
+    if RUN_AS is None:
+        return
+    pw = pwd.getpwnam(RUN_AS)
+    os.chown(path, pw.pw_uid, pw.pw_gid)
+
+
+def give_tree(root):
+    if RUN_AS is None:
+        return
+    # pytest makes its temporary directories 0700: let pigeond pass through
+    # (search permission only) to reach its own directory.
+    for parent in pathlib.Path(root).resolve().parents:
+        mode = parent.stat().st_mode
+        if not mode & 0o001:
+            os.chmod(parent, (mode & 0o7777) | 0o001)
+    give_to_server(root)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            give_to_server(os.path.join(dirpath, name))
 
 
 def free_port(host="127.0.0.1"):
@@ -115,11 +145,13 @@ class PigeonServer:
         self.config_path = self.dir / "pigeon.conf"
         self.logfile = self.dir / "pigeond.log"
         self.settings = {
-            "server": {"pop3_listen": self._listen_addr()},
+            "server": {"pop3_listen": self._listen_addr(), "workers": "1"},
             "auth": {"passwd_file": str(self.passwd), "failure_delay": "0"},
             "mail": {"location": str(self.mailroot) + "/%u/Maildir"},
             "log": {"level": "debug"},
         }
+        if RUN_AS:
+            self.settings["server"]["user"] = RUN_AS
         for section, values in (settings or {}).items():
             self.settings.setdefault(section, {}).update(values)
         self.proc = None
@@ -146,8 +178,10 @@ class PigeonServer:
 
     def maildir(self, user):
         md = self.mailroot / user / "Maildir"
-        for sub in ("new", "cur", "tmp"):
-            (md / sub).mkdir(parents=True, exist_ok=True)
+        if not (md / "tmp").exists():
+            for sub in ("new", "cur", "tmp"):
+                (md / sub).mkdir(parents=True, exist_ok=True)
+            give_tree(self.mailroot)
         return md
 
     _seq = 0
@@ -170,6 +204,7 @@ class PigeonServer:
     # -- process -------------------------------------------------------------
     def start(self, wait=True):
         self.write_config()
+        give_tree(self.dir)
         exe = build_dir() / "pigeond"
         env = dict(os.environ)
         env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
@@ -229,7 +264,14 @@ class PigeonServer:
             assert marker not in log, "sanitizer report in pigeond log:\n" + log
 
     def pid(self):
+        """The master process."""
         return self.proc.pid
+
+    def worker_pids(self):
+        """The worker processes (children of the master) serving clients."""
+        path = "/proc/%d/task/%d/children" % (self.proc.pid, self.proc.pid)
+        with open(path) as f:
+            return [int(p) for p in f.read().split()]
 
     # -- clients -------------------------------------------------------------
     def pop3(self, timeout=10):

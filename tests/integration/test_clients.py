@@ -180,7 +180,7 @@ def test_outlook_spa_probe_gets_mechanism_list_and_ntlm_refused(server):
     server.deliver("alice", b"Subject: x\n\nbody\n")
     c = server.raw()
     assert c.command("AUTH") == b"+OK Supported mechanisms follow"
-    assert c.read_multiline() == [b"PLAIN", b"LOGIN"]
+    assert c.read_multiline() == [b"SCRAM-SHA-256", b"PLAIN", b"LOGIN"]
     line = c.command("AUTH NTLM")
     assert line.startswith(b"-ERR"), line
     # the connection is still usable for an ordinary login
@@ -349,7 +349,7 @@ def test_mutt_bare_auth_lists_mechanisms(server):
     c = server.raw()
     assert c.command("AUTH") == b"+OK Supported mechanisms follow"
     mechs = c.read_multiline()
-    assert mechs == [b"PLAIN", b"LOGIN"]
+    assert mechs == [b"SCRAM-SHA-256", b"PLAIN", b"LOGIN"]
     # the same list as CAPA's SASL line
     assert [m.encode() for m in sasl_mechs(capa(c))] == mechs
     # and mutt then logs in with one of them

@@ -266,7 +266,9 @@ def test_50mb_message_streams_with_flat_memory(make_server, monkeypatch):
     srv.start()
 
     c = login_raw(srv, timeout=30)
-    pid = srv.pid()
+    workers = srv.worker_pids()
+    assert len(workers) == 1, workers  # the one process that serves the session
+    pid = workers[0]
     base = vm_rss(pid)
     peak = [base]
     stop = threading.Event()

@@ -357,8 +357,13 @@ static const char *converse(struct fx *f, const char *line, enum pop3_login_resu
 		case POP3_REQ_COMMIT:
 			pop3_session_commit_done(f->s, 0);
 			break;
+		case POP3_REQ_SASL_LOOKUP: {
+			struct scram_record rec = {.iterations = 4096, .salt_len = 1};
+			pop3_session_sasl_lookup_done(f->s, &rec);
+			break;
+		}
 		case POP3_REQ_STARTTLS:
-			pop3_session_tls_done(f->s, true);
+			pop3_session_tls_done(f->s, true, NULL);
 			break;
 		}
 		buf_append_str(&f->transcript, take(f));
@@ -457,7 +462,7 @@ static void test_authorization_accepts_its_commands(void **state)
 
 	assert_ok(in(f, "STLS"));
 	assert_int_equal(req(f)->kind, POP3_REQ_STARTTLS);
-	pop3_session_tls_done(f->s, true);
+	pop3_session_tls_done(f->s, true, NULL);
 	assert_string_equal(take(f), "");
 	assert_ready(f, POP3_STATE_AUTHORIZATION);
 
@@ -826,7 +831,7 @@ static void test_input_while_request_pending_is_ignored(void **state)
 	pop3_session_retrieve_end(f->s, true, 10);
 	pop3_session_continue(f->s);
 	pop3_session_commit_done(f->s, 0);
-	pop3_session_tls_done(f->s, true);
+	pop3_session_tls_done(f->s, true, NULL);
 	assert_string_equal(take(f), "");
 	assert_int_equal(req(f)->kind, POP3_REQ_LOGIN);
 	assert_string_equal(req(f)->user, "alice");
@@ -1006,7 +1011,7 @@ static void test_stls_is_listed_until_tls_is_active(void **state)
 	/* Anything the client sent along with STLS is not executed. */
 	assert_string_equal(in(f, "USER alice"), "");
 	assert_int_equal(req(f)->kind, POP3_REQ_STARTTLS);
-	pop3_session_tls_done(f->s, true);
+	pop3_session_tls_done(f->s, true, NULL);
 	assert_string_equal(take(f), "");
 	assert_ready(f, POP3_STATE_AUTHORIZATION);
 
@@ -1051,7 +1056,7 @@ static void test_stls_forgets_user_given_before_tls(void **state)
 	fx_start(f);
 	assert_ok(in(f, "USER alice"));
 	assert_ok(in(f, "STLS"));
-	pop3_session_tls_done(f->s, true);
+	pop3_session_tls_done(f->s, true, NULL);
 	assert_prefix(in(f, "PASS secret"), "-ERR [AUTH]");
 	assert_ready(f, POP3_STATE_AUTHORIZATION);
 }
@@ -1062,7 +1067,7 @@ static void test_stls_handshake_failure_closes(void **state)
 	f->cfg.stls = true;
 	fx_start(f);
 	assert_ok(in(f, "STLS"));
-	pop3_session_tls_done(f->s, false);
+	pop3_session_tls_done(f->s, false, NULL);
 	assert_int_equal(req(f)->kind, POP3_REQ_CLOSE);
 	assert_int_equal(pop3_session_state(f->s), POP3_STATE_CLOSED);
 	assert_string_equal(in(f, "CAPA"), "");
@@ -2124,8 +2129,13 @@ static const char *run_pipeline(struct fx *f, const char *const *lines, size_t n
 		case POP3_REQ_COMMIT:
 			pop3_session_commit_done(f->s, 0);
 			break;
+		case POP3_REQ_SASL_LOOKUP: {
+			struct scram_record rec = {.iterations = 4096, .salt_len = 1};
+			pop3_session_sasl_lookup_done(f->s, &rec);
+			break;
+		}
 		case POP3_REQ_STARTTLS:
-			pop3_session_tls_done(f->s, true);
+			pop3_session_tls_done(f->s, true, NULL);
 			break;
 		case POP3_REQ_CLOSE:
 			buf_append_str(&f->transcript, take(f));
@@ -2278,8 +2288,13 @@ static void settle_quietly(struct fx *f)
 		case POP3_REQ_COMMIT:
 			pop3_session_commit_done(f->s, 0);
 			break;
+		case POP3_REQ_SASL_LOOKUP: {
+			struct scram_record rec = {.iterations = 4096, .salt_len = 1};
+			pop3_session_sasl_lookup_done(f->s, &rec);
+			break;
+		}
 		case POP3_REQ_STARTTLS:
-			pop3_session_tls_done(f->s, true);
+			pop3_session_tls_done(f->s, true, NULL);
 			break;
 		}
 		buf_clear(pop3_session_output(f->s));

@@ -1,0 +1,414 @@
+/* master.c - listeners, TLS contexts, worker supervision, reload. */
+#include "server/master.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/rand.h>
+
+#include "common/log.h"
+#include "common/net.h"
+#include "common/xmalloc.h"
+#include "server/server.h"
+#include "server/shared.h"
+#include "server/worker.h"
+#include "tls/tls.h"
+
+#define SHARED_SLOTS 65536
+#define MAX_WORKERS 256
+
+/* One generation of workers: what they were started with. */
+struct generation {
+	struct config *cfg;
+	struct tls_server *tls;
+	struct listener *listeners;
+	size_t n_listeners;
+	pid_t pids[MAX_WORKERS];
+	unsigned n_workers;
+	unsigned alive;
+};
+
+static struct shared_table *shared;
+static unsigned char secret[32];
+static struct master *the_master; /* for the child to close other generations */
+
+/* ---- listeners ---------------------------------------------------------- */
+
+static int open_listener(const struct net_addr *a, enum listener_kind kind, struct listener *out)
+{
+	const struct sockaddr *sa = (const struct sockaddr *)&a->ss;
+	memset(out, 0, sizeof(*out));
+	out->kind = kind;
+	net_format_addr(sa, out->name, sizeof(out->name));
+	int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		goto fail;
+	int one = 1;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (sa->sa_family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	if (bind(fd, sa, a->len) < 0 || listen(fd, 1024) < 0) {
+		close(fd);
+		goto fail;
+	}
+	out->fd = fd;
+	log_info("listening for %s on %s", kind == LISTENER_POP3S ? "POP3S (implicit TLS)" : "POP3",
+		 out->name);
+	return 0;
+fail:
+	log_error("cannot listen on %s: %s", out->name, strerror(errno));
+	return -1;
+}
+
+static bool same_addr(const struct net_addr *a, const struct net_addr *b)
+{
+	return a->len == b->len && memcmp(&a->ss, &b->ss, a->len) == 0;
+}
+
+/* Open the configured listeners, reusing those of prev that did not change. */
+static int open_listeners(struct generation *g, const struct generation *prev)
+{
+	const struct config *cfg = g->cfg;
+	size_t n = cfg->n_pop3_listen + cfg->n_pop3s_listen;
+	g->listeners = xcalloc(n ? n : 1, sizeof(struct listener));
+	for (size_t i = 0; i < n; i++) {
+		bool tls = i >= cfg->n_pop3_listen;
+		const struct net_addr *a =
+			tls ? &cfg->pop3s_listen[i - cfg->n_pop3_listen] : &cfg->pop3_listen[i];
+		enum listener_kind kind = tls ? LISTENER_POP3S : LISTENER_POP3;
+		struct listener *li = &g->listeners[g->n_listeners];
+		bool reused = false;
+		for (size_t j = 0; prev != NULL && j < prev->n_listeners; j++) {
+			const struct config *pc = prev->cfg;
+			bool ptls = j >= pc->n_pop3_listen;
+			const struct net_addr *pa =
+				ptls ? &pc->pop3s_listen[j - pc->n_pop3_listen] : &pc->pop3_listen[j];
+			if (ptls == tls && same_addr(a, pa)) {
+				*li = prev->listeners[j];
+				li->fd = dup(prev->listeners[j].fd);
+				reused = li->fd >= 0;
+				break;
+			}
+		}
+		if (!reused && open_listener(a, kind, li) < 0)
+			return -1;
+		g->n_listeners++;
+	}
+	return 0;
+}
+
+#define MAX_OLD 16
+
+struct master {
+	struct generation *current;
+	struct generation *old[MAX_OLD]; /* finishing their sessions after a reload */
+	bool stopping;
+	int status;
+	time_t respawn_window;
+	unsigned respawns;
+};
+
+/* ---- generations ------------------------------------------------------- */
+
+static void free_generation(struct generation *g)
+{
+	if (g == NULL)
+		return;
+	for (size_t i = 0; i < g->n_listeners; i++)
+		close(g->listeners[i].fd);
+	free(g->listeners);
+	tls_server_free(g->tls);
+	if (g->cfg != NULL) {
+		config_free(g->cfg);
+		free(g->cfg);
+	}
+	free(g);
+}
+
+static struct tls_server *load_tls(const struct config *cfg, char *err, size_t errlen)
+{
+	size_t n = 1 + cfg->n_sni;
+	struct tls_cert_config *certs = xcalloc(n, sizeof(*certs));
+	certs[0] = (struct tls_cert_config){NULL, cfg->tls_cert, cfg->tls_key};
+	for (size_t i = 0; i < cfg->n_sni; i++)
+		certs[i + 1] = (struct tls_cert_config){cfg->sni[i].name, cfg->sni[i].cert,
+							cfg->sni[i].key};
+	struct tls_server_config tc = {
+		.certs = certs,
+		.n_certs = n,
+		.min_version = cfg->tls_min_version == 13 ? TLS1_3_VERSION : TLS1_2_VERSION,
+		.ciphers = cfg->tls_ciphers[0] ? cfg->tls_ciphers : NULL,
+		.ciphersuites = cfg->tls_ciphersuites[0] ? cfg->tls_ciphersuites : NULL,
+	};
+	struct tls_server *ts = tls_server_new(&tc, err, errlen);
+	free(certs);
+	return ts;
+}
+
+static struct generation *prepare(struct config *cfg, const struct generation *prev)
+{
+	struct generation *g = xcalloc(1, sizeof(*g));
+	g->cfg = cfg;
+	if (config_has_tls(cfg)) {
+		char err[768];
+		g->tls = load_tls(cfg, err, sizeof(err));
+		if (g->tls == NULL) {
+			log_error("%s: [tls] %s", cfg->path, err);
+			goto fail;
+		}
+	}
+	if (open_listeners(g, prev) < 0)
+		goto fail;
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	g->n_workers = cfg->workers ? cfg->workers : (unsigned)(cpus > 0 ? cpus : 1);
+	if (g->n_workers > MAX_WORKERS)
+		g->n_workers = MAX_WORKERS;
+	return g;
+fail:
+	g->cfg = NULL; /* the caller still owns cfg */
+	free_generation(g);
+	return NULL;
+}
+
+static pid_t spawn(struct generation *g)
+{
+	pid_t pid = fork();
+	if (pid != 0) {
+		if (pid < 0)
+			log_error("cannot start a worker: %s", strerror(errno));
+		return pid;
+	}
+	/* The listening sockets of other generations are not ours to hold. */
+	struct generation *gens[MAX_OLD + 1] = {the_master->current};
+	memcpy(gens + 1, the_master->old, sizeof(the_master->old));
+	for (unsigned gi = 0; gi <= MAX_OLD; gi++)
+		for (size_t i = 0; gens[gi] != NULL && gens[gi] != g && i < gens[gi]->n_listeners; i++)
+			close(gens[gi]->listeners[i].fd);
+	struct server srv = {0};
+	srv.cfg = g->cfg;
+	srv.tls = g->tls;
+	srv.shared = shared;
+	srv.listeners = g->listeners;
+	srv.n_listeners = g->n_listeners;
+	memcpy(srv.secret, secret, sizeof(secret));
+	const struct config *cfg = g->cfg;
+	srv.pop3 = (struct pop3_settings){
+		.greeting = cfg->greeting,
+		.implementation = cfg->implementation,
+		.login_delay = cfg->login_delay,
+		.expire = cfg->expire,
+		.max_bad_commands = cfg->max_bad_commands,
+		.max_auth_failures = cfg->max_auth_failures,
+		.apop = cfg->apop,
+		.cram_md5 = cfg->cram_md5,
+		.stls = g->tls != NULL && cfg->stls,
+	};
+	if (gethostname(srv.hostname, sizeof(srv.hostname) - 1) < 0)
+		snprintf(srv.hostname, sizeof(srv.hostname), "localhost");
+	int rc = worker_main(&srv);
+	/* Free what the child inherited, so leak checkers see a clean exit. */
+	struct generation *self = g;
+	free_generation(self);
+	shared_destroy(shared);
+	exit(rc);
+}
+
+static void start_workers(struct generation *g)
+{
+	for (unsigned i = 0; i < g->n_workers; i++) {
+		g->pids[i] = spawn(g);
+		if (g->pids[i] > 0)
+			g->alive++;
+	}
+}
+
+static void signal_workers(struct generation *g, int sig)
+{
+	for (unsigned i = 0; g != NULL && i < g->n_workers; i++)
+		if (g->pids[i] > 0)
+			kill(g->pids[i], sig);
+}
+
+/* ---- the supervisor loop -------------------------------------------------- */
+
+/* A worker ended: forget it; restart it if it should not have ended. */
+static void reap(struct master *m)
+{
+	int wstatus;
+	pid_t pid;
+	while ((pid = waitpid(-1, &wstatus, WNOHANG)) > 0) {
+		bool clean = WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0;
+		struct generation *gens[MAX_OLD + 1] = {m->current};
+		memcpy(gens + 1, m->old, sizeof(m->old));
+		for (unsigned gi = 0; gi <= MAX_OLD; gi++) {
+			struct generation *g = gens[gi];
+			for (unsigned i = 0; g != NULL && i < g->n_workers; i++) {
+				if (g->pids[i] != pid)
+					continue;
+				g->pids[i] = 0;
+				g->alive--;
+				if (!clean) {
+					if (WIFSIGNALED(wstatus))
+						log_error("worker %ld killed by signal %d", (long)pid,
+							  WTERMSIG(wstatus));
+					else
+						log_error("worker %ld exited with status %d", (long)pid,
+							  WEXITSTATUS(wstatus));
+					m->status = 1;
+					/* Its sessions are gone; their per-address counts
+					 * must not stay taken. */
+					shared_reset_sessions(shared);
+				}
+				if (g == m->current && !m->stopping && !clean) {
+					time_t now = time(NULL);
+					if (now - m->respawn_window > 60) {
+						m->respawn_window = now;
+						m->respawns = 0;
+					}
+					if (++m->respawns <= 10) {
+						g->pids[i] = spawn(g);
+						if (g->pids[i] > 0)
+							g->alive++;
+					} else {
+						log_error("workers keep failing; not restarting");
+					}
+				}
+			}
+		}
+	}
+	for (unsigned i = 0; i < MAX_OLD; i++) {
+		if (m->old[i] != NULL && m->old[i]->alive == 0) {
+			free_generation(m->old[i]);
+			m->old[i] = NULL;
+		}
+	}
+}
+
+static void reload(struct master *m)
+{
+	const char *path = m->current->cfg->path;
+	struct config *cfg = xcalloc(1, sizeof(*cfg));
+	char err[768];
+	config_defaults(cfg);
+	if (config_load(cfg, path, err, sizeof(err)) < 0) {
+		log_error("reload refused, keeping the running configuration: %s", err);
+		config_free(cfg);
+		free(cfg);
+		return;
+	}
+	struct generation *g = prepare(cfg, m->current);
+	if (g == NULL) {
+		log_error("reload refused, keeping the running configuration");
+		config_free(cfg);
+		free(cfg);
+		return;
+	}
+	unsigned slot = 0;
+	while (slot < MAX_OLD && m->old[slot] != NULL)
+		slot++;
+	if (slot == MAX_OLD) {
+		log_error("reload refused: too many older workers still finishing sessions");
+		free_generation(g);
+		return;
+	}
+	log_set_level(cfg->log_level);
+	start_workers(g);
+	m->old[slot] = m->current;
+	signal_workers(m->old[slot], SIGQUIT);
+	m->current = g;
+	log_info("reloaded %s: new workers started, old ones finish their sessions", path);
+}
+
+static void shutdown_all(struct master *m)
+{
+	m->stopping = true;
+	signal_workers(m->current, SIGTERM);
+	for (unsigned i = 0; i < MAX_OLD; i++)
+		signal_workers(m->old[i], SIGTERM);
+	/* Bounded wait, then force. */
+	for (int tick = 0; tick < 200; tick++) {
+		reap(m);
+		bool any = m->current->alive > 0;
+		for (unsigned i = 0; i < MAX_OLD; i++)
+			any = any || m->old[i] != NULL;
+		if (!any)
+			return;
+		struct timespec ts = {0, 50 * 1000 * 1000};
+		nanosleep(&ts, NULL);
+	}
+	log_error("workers did not stop within 10 s; killing them");
+	signal_workers(m->current, SIGKILL);
+	for (unsigned i = 0; i < MAX_OLD; i++)
+		signal_workers(m->old[i], SIGKILL);
+	while (waitpid(-1, NULL, 0) > 0)
+		;
+	m->status = 1;
+}
+
+int master_run(struct config *cfg, bool foreground)
+{
+	struct master m = {0};
+	the_master = &m;
+	sigset_t set;
+	sigemptyset(&set);
+	int sigs[] = {SIGCHLD, SIGHUP, SIGTERM, SIGINT, SIGQUIT};
+	for (unsigned i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+		sigaddset(&set, sigs[i]);
+	sigprocmask(SIG_BLOCK, &set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	RAND_bytes(secret, sizeof(secret));
+	m.current = prepare(cfg, NULL);
+	if (m.current == NULL) {
+		config_free(cfg);
+		free(cfg);
+		return 78;
+	}
+	shared = shared_create(SHARED_SLOTS);
+	if (shared == NULL) {
+		free_generation(m.current);
+		return 1;
+	}
+	if (!foreground) {
+		if (daemon(0, 0) < 0) {
+			log_error("cannot daemonize: %s", strerror(errno));
+			free_generation(m.current);
+			return 1;
+		}
+		log_init("pigeond", false, cfg->log_level);
+	}
+	start_workers(m.current);
+	log_info("pigeond %s ready: %u workers", PIGEON_VERSION, m.current->n_workers);
+
+	while (!m.stopping) {
+		int sig;
+		if (sigwait(&set, &sig) != 0)
+			continue;
+		switch (sig) {
+		case SIGCHLD:
+			reap(&m);
+			break;
+		case SIGHUP:
+			reload(&m);
+			break;
+		default:
+			log_info("signal %d: shutting down", sig);
+			shutdown_all(&m);
+			break;
+		}
+	}
+	for (unsigned i = 0; i < MAX_OLD; i++)
+		free_generation(m.old[i]);
+	free_generation(m.current);
+	shared_destroy(shared);
+	return m.status;
+}
