@@ -9,6 +9,7 @@
 #define PIGEON_PASSWD_EDIT_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 enum passwd_edit_op { PASSWD_ADD, PASSWD_SET_PASSWORD, PASSWD_DELETE };
 

@@ -135,6 +135,11 @@ void config_defaults(struct config *cfg)
 	cfg->pop3_listen = xcalloc(2, sizeof(struct net_addr));
 	memcpy(cfg->pop3_listen, def, sizeof(def));
 	cfg->n_pop3_listen = 2;
+	/* Loopback is trusted unless trusted_networks says otherwise. */
+	cfg->trusted_networks = xcalloc(2, sizeof(struct net_prefix));
+	net_parse_prefix("127.0.0.0/8", &cfg->trusted_networks[0]);
+	net_parse_prefix("::1/128", &cfg->trusted_networks[1]);
+	cfg->n_trusted_networks = 2;
 }
 
 void config_free(struct config *cfg)

@@ -97,6 +97,7 @@ struct conn {
 	bool closed;                  /* socket gone; free when jobs are back */
 	bool closing;                 /* close once the output is sent */
 	bool busy_timeouts;           /* read timeout suspended */
+	bool watching_ciphertext;     /* closing: waiting for the TLS layer to drain */
 	const char *end_reason;
 };
 
@@ -255,6 +256,41 @@ static void conn_close(struct conn *c, const char *reason)
 	/* else: freed when the job comes back */
 }
 
+/* Bytes not yet handed to the kernel: our output, and after STLS also the
+ * ciphertext waiting in the socket bufferevent under the TLS filter. */
+static size_t unsent(struct conn *c)
+{
+	size_t n = evbuffer_get_length(output(c));
+	struct bufferevent *under = bufferevent_get_underlying(c->bev);
+	if (under != NULL)
+		n += evbuffer_get_length(bufferevent_get_output(under));
+	return n;
+}
+
+static void ciphertext_drained(struct evbuffer *buf, const struct evbuffer_cb_info *info,
+			       void *arg)
+{
+	struct conn *c = arg;
+	(void)buf;
+	(void)info;
+	if (c->closing && !c->closed && unsent(c) == 0)
+		conn_close(c, c->end_reason);
+}
+
+/* Close now if everything was sent; otherwise when it has been. */
+static void close_if_flushed(struct conn *c)
+{
+	if (unsent(c) == 0) {
+		conn_close(c, c->end_reason);
+		return;
+	}
+	struct bufferevent *under = bufferevent_get_underlying(c->bev);
+	if (under != NULL && !c->watching_ciphertext) {
+		c->watching_ciphertext = true;
+		evbuffer_add_cb(bufferevent_get_output(under), ciphertext_drained, c);
+	}
+}
+
 /* Send what is queued, then close (QUIT, or the client's EOF). */
 static void close_when_flushed(struct conn *c, const char *reason)
 {
@@ -263,10 +299,8 @@ static void close_when_flushed(struct conn *c, const char *reason)
 	c->closing = true;
 	c->end_reason = reason;
 	bufferevent_disable(c->bev, EV_READ);
-	if (evbuffer_get_length(output(c)) == 0)
-		conn_close(c, reason);
-	else
-		bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+	bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+	close_if_flushed(c);
 }
 
 /* ---- TLS -------------------------------------------------------------------- */
@@ -742,8 +776,7 @@ static void write_cb(struct bufferevent *bev, void *arg)
 	struct conn *c = arg;
 	(void)bev;
 	if (c->closing) {
-		if (evbuffer_get_length(output(c)) == 0)
-			conn_close(c, c->end_reason);
+		close_if_flushed(c);
 		return;
 	}
 	if (c->msg_fd >= 0)
@@ -790,10 +823,10 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
 
 /* ---- accept ----------------------------------------------------------------------- */
 
+/* RFC 8314 policy: plaintext passwords only from trusted_networks (loopback
+ * by default) or over TLS. */
 static bool peer_trusted(const struct server *srv, const struct sockaddr *peer)
 {
-	if (net_is_loopback(peer))
-		return true;
 	for (size_t i = 0; i < srv->cfg->n_trusted_networks; i++)
 		if (net_prefix_match(&srv->cfg->trusted_networks[i], peer))
 			return true;

@@ -73,7 +73,7 @@ static void test_defaults(void **state)
 	assert_false(cfg.apop);
 	assert_int_equal(cfg.max_auth_failures, DEFAULT_MAX_AUTH_FAILURES);
 	assert_int_equal(cfg.failure_delay_ms, DEFAULT_AUTH_FAILURE_DELAY_MS);
-	assert_int_equal(cfg.n_trusted_networks, 0);
+	assert_int_equal(cfg.n_trusted_networks, 2); /* loopback, by default */
 	assert_string_equal(cfg.mail_location, "");
 	assert_true(cfg.mark_seen);
 	assert_int_equal(cfg.log_level, LOG_LEVEL_INFO);

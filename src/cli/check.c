@@ -1,0 +1,154 @@
+/* check.c - validate a pigeond configuration and the files it names. */
+#include "cli/check.h"
+
+#include <errno.h>
+#include <grp.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+
+#include "auth/passwd_file.h"
+#include "common/config.h"
+#include "common/xmalloc.h"
+#include "store/location.h"
+#include "tls/tls.h"
+
+/* Every entry of the passwd-file parses, no user twice; returns problems. */
+static int check_passwd(const char *path, FILE *err, unsigned *users)
+{
+	FILE *f = fopen(path, "re");
+	if (f == NULL) {
+		fprintf(err, "pigeon: passwd-file %s: %s\n", path, strerror(errno));
+		return 1;
+	}
+	int problems = 0;
+	char line[4096];
+	unsigned lineno = 0;
+	char **names = NULL;
+	size_t n = 0;
+	while (fgets(line, sizeof(line), f) != NULL) {
+		lineno++;
+		struct user_record rec;
+		const char *why = NULL;
+		int rc = passwd_parse_line(line, &rec, &why);
+		if (rc < 0) {
+			fprintf(err, "pigeon: %s:%u: %s\n", path, lineno, why);
+			problems++;
+			continue;
+		}
+		if (rc == 0)
+			continue;
+		for (size_t i = 0; i < n; i++) {
+			if (strcmp(names[i], rec.name) == 0) {
+				fprintf(err, "pigeon: %s:%u: user %s appears again\n", path, lineno,
+					rec.name);
+				problems++;
+			}
+		}
+		const char *pw = rec.password;
+		if (pw[0] == '\0') {
+			fprintf(err, "pigeon: %s:%u: user %s has an empty password field\n", path,
+				lineno, rec.name);
+			problems++;
+		}
+		names = xreallocarray(names, n + 1, sizeof(char *));
+		names[n++] = xstrdup(rec.name);
+	}
+	OPENSSL_cleanse(line, sizeof(line));
+	fclose(f);
+	for (size_t i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+	*users = (unsigned)n;
+	return problems;
+}
+
+static int check_tls(const struct config *cfg, FILE *err)
+{
+	if (!config_has_tls(cfg))
+		return 0;
+	size_t n = 1 + cfg->n_sni;
+	struct tls_cert_config *certs = xcalloc(n, sizeof(*certs));
+	certs[0] = (struct tls_cert_config){NULL, cfg->tls_cert, cfg->tls_key};
+	for (size_t i = 0; i < cfg->n_sni; i++)
+		certs[i + 1] = (struct tls_cert_config){cfg->sni[i].name, cfg->sni[i].cert,
+							cfg->sni[i].key};
+	struct tls_server_config tc = {
+		.certs = certs,
+		.n_certs = n,
+		.min_version = cfg->tls_min_version == 13 ? TLS1_3_VERSION : TLS1_2_VERSION,
+		.ciphers = cfg->tls_ciphers[0] ? cfg->tls_ciphers : NULL,
+		.ciphersuites = cfg->tls_ciphersuites[0] ? cfg->tls_ciphersuites : NULL,
+	};
+	char msg[768];
+	struct tls_server *ts = tls_server_new(&tc, msg, sizeof(msg));
+	free(certs);
+	if (ts == NULL) {
+		fprintf(err, "pigeon: %s: [tls] %s\n", cfg->path, msg);
+		return 1;
+	}
+	tls_server_free(ts);
+	return 0;
+}
+
+static int check_user(const struct config *cfg, FILE *err)
+{
+	if (cfg->user[0] == '\0')
+		return 0;
+	struct passwd *pw = getpwnam(cfg->user);
+	if (pw == NULL) {
+		fprintf(err, "pigeon: %s: [server] user %s does not exist\n", cfg->path, cfg->user);
+		return 1;
+	}
+	if (pw->pw_uid == 0) {
+		fprintf(err, "pigeon: %s: [server] user %s is root; pigeond refuses to serve as root\n",
+			cfg->path, cfg->user);
+		return 1;
+	}
+	if (cfg->group[0] != '\0' && getgrnam(cfg->group) == NULL) {
+		fprintf(err, "pigeon: %s: [server] group %s does not exist\n", cfg->path, cfg->group);
+		return 1;
+	}
+	return 0;
+}
+
+static int check_location(const struct config *cfg, FILE *err)
+{
+	char path[4096];
+	/* A sample user with a domain and a home exercises every %-variable. */
+	if (location_expand(cfg->mail_location, "user@example.org", "/home/user", path,
+			    sizeof(path)) < 0) {
+		fprintf(err, "pigeon: %s: [mail] location '%s' does not give an absolute path "
+			     "(variables: %%u %%n %%d %%h %%%%)\n",
+			cfg->path, cfg->mail_location);
+		return 1;
+	}
+	return 0;
+}
+
+int check_config(const char *path, FILE *out, FILE *err)
+{
+	struct config cfg;
+	char msg[768];
+	config_defaults(&cfg);
+	if (config_load(&cfg, path, msg, sizeof(msg)) < 0) {
+		fprintf(err, "pigeon: %s\n", msg);
+		config_free(&cfg);
+		return -1;
+	}
+	unsigned users = 0;
+	int problems = check_passwd(cfg.passwd_file, err, &users);
+	problems += check_tls(&cfg, err);
+	problems += check_user(&cfg, err);
+	problems += check_location(&cfg, err);
+	if (problems == 0)
+		fprintf(out, "%s: OK (%u users, %zu POP3 and %zu POP3S listeners, TLS %s)\n", path,
+			users, cfg.n_pop3_listen, cfg.n_pop3s_listen,
+			config_has_tls(&cfg) ? "on" : "off");
+	config_free(&cfg);
+	return problems == 0 ? 0 : -1;
+}
