@@ -21,6 +21,7 @@ struct entry {
 	uid_t uid;
 	gid_t gid;
 	char *home;
+	char *extra;
 };
 
 struct passwd_db {
@@ -84,6 +85,7 @@ int passwd_parse_line(char *line, struct user_record *rec, const char **why)
 	rec->uid = (uid_t)uid;
 	rec->gid = (gid_t)gid;
 	rec->home = count > 5 ? field[5] : (char *)"";
+	rec->extra = count > 7 ? field[7] : (char *)"";
 	return 1;
 }
 
@@ -99,6 +101,7 @@ static void free_entries(struct entry *e, size_t n)
 		OPENSSL_cleanse(e[i].password, strlen(e[i].password));
 		free(e[i].password);
 		free(e[i].home);
+		free(e[i].extra);
 	}
 	free(e);
 }
@@ -137,7 +140,7 @@ static int reload_if_changed(struct passwd_db *db)
 			entries = xreallocarray(entries, cap, sizeof(*entries));
 		}
 		entries[count++] = (struct entry){xstrdup(rec.name), xstrdup(rec.password), rec.uid,
-						  rec.gid, xstrdup(rec.home)};
+						  rec.gid, xstrdup(rec.home), xstrdup(rec.extra)};
 	}
 	OPENSSL_cleanse(line, sizeof(line));
 	fclose(f);
@@ -191,6 +194,7 @@ int passwd_db_lookup(struct passwd_db *db, const char *user, struct user_record 
 			rec->uid = e->uid;
 			rec->gid = e->gid;
 			rec->home = xstrdup(e->home);
+			rec->extra = xstrdup(e->extra);
 			rc = 1;
 		}
 	}
@@ -206,5 +210,6 @@ void user_record_clear(struct user_record *rec)
 	}
 	free(rec->name);
 	free(rec->home);
+	free(rec->extra);
 	memset(rec, 0, sizeof(*rec));
 }

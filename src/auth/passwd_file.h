@@ -20,6 +20,7 @@ struct user_record {
 	uid_t uid;      /* (uid_t)-1 when the field is empty */
 	gid_t gid;
 	char *home;     /* may be empty */
+	char *extra;    /* "key=value ..." (e.g. quota=1G); may be empty */
 };
 
 struct passwd_db;

@@ -71,6 +71,19 @@
 #define DEFAULT_USER_FAILURE_LIMIT 50    /* ... and per account, within ... */
 #define DEFAULT_PENALTY_WINDOW 900       /* ... 15 minutes */
 
+/* RFC 5321 §4.5.3.1.4: command lines are at most 512 octets with CRLF. */
+#define LMTP_MAX_COMMAND_LINE 512
+/* RFC 5321 §4.5.3.1.6 allows 1000-octet text lines; we accept longer ones
+ * (robustness) up to this, and refuse the message beyond it. */
+#define LMTP_MAX_DATA_LINE 65536
+/* RFC 5321 §4.5.3.1.4: a path is at most 256 octets. */
+#define LMTP_MAX_ADDRESS 256
+/* RFC 5321 §4.5.3.1.8: accept at least 100 recipients per transaction. */
+#define DEFAULT_LMTP_MAX_RECIPIENTS 100
+#define DEFAULT_MAX_MESSAGE_SIZE (50ULL * 1024 * 1024)
+/* RFC 5321 §4.5.3.2.7: a server waits at least 5 minutes for a command. */
+#define DEFAULT_LMTP_TIMEOUT 300
+
 /* Configuration files: longest line and longest value. */
 #define CONFIG_MAX_LINE 1024
 

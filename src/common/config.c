@@ -8,6 +8,7 @@
  */
 #include "common/config.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -31,6 +32,8 @@ enum setting_type {
 	SET_LOG_LEVEL,
 	SET_EXPIRE,
 	SET_TLS_VERSION,
+	SET_SIZE,
+	SET_OCTAL,
 };
 
 struct setting {
@@ -48,6 +51,9 @@ _Static_assert(offsetof(struct config, n_pop3_listen) ==
 	       "list count must follow its pointer");
 _Static_assert(offsetof(struct config, n_pop3s_listen) ==
 		       offsetof(struct config, pop3s_listen) + sizeof(void *),
+	       "list count must follow its pointer");
+_Static_assert(offsetof(struct config, n_lmtp_listen) ==
+		       offsetof(struct config, lmtp_listen) + sizeof(void *),
 	       "list count must follow its pointer");
 _Static_assert(offsetof(struct config, n_trusted_networks) ==
 		       offsetof(struct config, trusted_networks) + sizeof(void *),
@@ -90,6 +96,18 @@ static const struct setting settings[] = {
 	{"auth", "user_failure_limit", SET_UINT, OFF(user_failure_limit), 1, 1000000},
 	{"auth", "penalty_window", SET_DURATION_MS, OFF(penalty_window_ms), 1000, 86400000},
 	{"auth", "trusted_networks", SET_NETWORKS, OFF(trusted_networks), 0, 0},
+	{"lmtp", "listen", SET_LISTEN, OFF(lmtp_listen), 0, 0},
+	{"lmtp", "socket_user", SET_STRING, OFF(lmtp_socket_user), 0, 0},
+	{"lmtp", "socket_group", SET_STRING, OFF(lmtp_socket_group), 0, 0},
+	{"lmtp", "socket_mode", SET_OCTAL, OFF(lmtp_socket_mode), 0, 0777},
+	{"lmtp", "max_recipients", SET_UINT, OFF(lmtp_max_recipients), 1, 100000},
+	{"lmtp", "timeout", SET_DURATION_MS, OFF(lmtp_timeout_ms), DEFAULT_LMTP_TIMEOUT * 1000ULL,
+	 86400000},
+	{"delivery", "max_message_size", SET_SIZE, OFF(max_message_size), 0, 0},
+	{"delivery", "quota", SET_SIZE, OFF(quota), 0, 0},
+	{"delivery", "quota_tempfail", SET_BOOL, OFF(quota_tempfail), 0, 0},
+	{"delivery", "delivered_to", SET_BOOL, OFF(delivered_to), 0, 0},
+	{"delivery", "recipient_delimiter", SET_STRING, OFF(recipient_delimiter), 0, 0},
 	{"mail", "location", SET_STRING, OFF(mail_location), 0, 0},
 	{"mail", "mark_seen", SET_BOOL, OFF(mark_seen), 0, 0},
 	{"log", "level", SET_LOG_LEVEL, OFF(log_level), 0, 0},
@@ -126,6 +144,14 @@ void config_defaults(struct config *cfg)
 	cfg->ip_failure_limit = DEFAULT_IP_FAILURE_LIMIT;
 	cfg->user_failure_limit = DEFAULT_USER_FAILURE_LIMIT;
 	cfg->penalty_window_ms = DEFAULT_PENALTY_WINDOW * 1000;
+	cfg->lmtp_socket_user = xstrdup("");
+	cfg->lmtp_socket_group = xstrdup("");
+	cfg->lmtp_socket_mode = 0660;
+	cfg->lmtp_max_recipients = DEFAULT_LMTP_MAX_RECIPIENTS;
+	cfg->lmtp_timeout_ms = DEFAULT_LMTP_TIMEOUT * 1000;
+	cfg->max_message_size = DEFAULT_MAX_MESSAGE_SIZE;
+	cfg->delivered_to = true;
+	cfg->recipient_delimiter = xstrdup("+");
 	cfg->mail_location = xstrdup("");
 	cfg->mark_seen = true;
 	cfg->log_level = LOG_LEVEL_INFO;
@@ -149,6 +175,7 @@ void config_free(struct config *cfg)
 			free(*(char **)((char *)cfg + settings[i].offset));
 	free(cfg->pop3_listen);
 	free(cfg->pop3s_listen);
+	free(cfg->lmtp_listen);
 	free(cfg->trusted_networks);
 	for (size_t i = 0; i < cfg->n_sni; i++) {
 		free(cfg->sni[i].name);
@@ -289,6 +316,20 @@ static int apply(struct parse_state *st, const struct setting *set, const char *
 			return set_error(st, "%s must be a number of days, never or none, not '%.64s'",
 					 set->name, value);
 		return 0;
+	case SET_SIZE:
+		if (parse_size(value, (uint64_t *)field) < 0)
+			return set_error(st, "%s must be a size such as 50M or 2G, not '%.64s'",
+					 set->name, value);
+		return 0;
+	case SET_OCTAL: {
+		char *end;
+		unsigned long m = strtoul(value, &end, 8);
+		if (value[0] == '\0' || *end != '\0' || m > set->max)
+			return set_error(st, "%s must be an octal mode such as 0660, not '%.64s'",
+					 set->name, value);
+		*(unsigned *)field = (unsigned)m;
+		return 0;
+	}
 	case SET_TLS_VERSION:
 		if (strcasecmp(value, "TLSv1.2") == 0)
 			*(unsigned *)field = 12;
@@ -503,6 +544,29 @@ int config_validate(const struct config *cfg, char *err, size_t errlen)
 		if (!config_has_tls(cfg)) {
 			snprintf(err, errlen, "%s:%u: [tls:%s] needs a default [tls] cert and key",
 				 name, cfg->sni[i].line, cfg->sni[i].name);
+			return -1;
+		}
+	}
+	if (strlen(cfg->recipient_delimiter) > 1) {
+		snprintf(err, errlen, "%s: [delivery] recipient_delimiter is one character or empty",
+			 name);
+		return -1;
+	}
+	for (size_t i = 0; i < cfg->n_pop3_listen + cfg->n_pop3s_listen; i++) {
+		const struct net_addr *a = i < cfg->n_pop3_listen
+						   ? &cfg->pop3_listen[i]
+						   : &cfg->pop3s_listen[i - cfg->n_pop3_listen];
+		if (a->ss.ss_family == AF_UNIX) {
+			snprintf(err, errlen, "%s: POP3 listeners must be TCP addresses", name);
+			return -1;
+		}
+	}
+	for (size_t i = 0; i < cfg->n_lmtp_listen; i++) {
+		const struct sockaddr_in *sin = (const struct sockaddr_in *)&cfg->lmtp_listen[i].ss;
+		/* RFC 2033 §1: LMTP MUST NOT be used on port 25 (same offset in v6). */
+		if (sin->sin_family != AF_UNIX && ntohs(sin->sin_port) == 25) {
+			snprintf(err, errlen, "%s: [lmtp] listen: LMTP must not use port 25 "
+					      "(RFC 2033); port 24 is the convention", name);
 			return -1;
 		}
 	}

@@ -74,6 +74,22 @@ struct config {
 	struct net_prefix *trusted_networks;
 	size_t n_trusted_networks;
 
+	/* [lmtp] */
+	struct net_addr *lmtp_listen;   /* TCP or unix: sockets */
+	size_t n_lmtp_listen;
+	char *lmtp_socket_user;         /* owner of unix: sockets */
+	char *lmtp_socket_group;
+	unsigned lmtp_socket_mode;
+	unsigned lmtp_max_recipients;
+	unsigned lmtp_timeout_ms;
+
+	/* [delivery] */
+	uint64_t max_message_size;
+	uint64_t quota;                 /* per maildrop, 0: none */
+	bool quota_tempfail;            /* over quota: retry later, not bounce */
+	bool delivered_to;              /* add Delivered-To: */
+	char *recipient_delimiter;      /* "user+ext": strip "+ext" to find user */
+
 	/* [mail] */
 	char *mail_location;    /* template; empty: <home>/Maildir */
 	bool mark_seen;

@@ -3,8 +3,10 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/un.h>
 
 #include "common/strutil.h"
 
@@ -13,6 +15,16 @@ int net_parse_listen(const char *s, struct net_addr *out)
 	char host[64];
 	const char *port;
 	memset(out, 0, sizeof(*out));
+	if (strncmp(s, "unix:", 5) == 0) {
+		struct sockaddr_un *sun = (struct sockaddr_un *)&out->ss;
+		const char *path = s + 5;
+		if (path[0] != '/' || strlen(path) >= sizeof(sun->sun_path))
+			return -1;
+		sun->sun_family = AF_UNIX;
+		memcpy(sun->sun_path, path, strlen(path) + 1);
+		out->len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(path) + 1);
+		return 0;
+	}
 	if (s[0] == '[') {
 		const char *end = strchr(s, ']');
 		if (end == NULL || end[1] != ':' || (size_t)(end - s - 1) >= sizeof(host))
@@ -134,6 +146,10 @@ void net_format_host(const struct sockaddr *sa, char *out, size_t outlen)
 
 void net_format_addr(const struct sockaddr *sa, char *out, size_t outlen)
 {
+	if (sa->sa_family == AF_UNIX) {
+		snprintf(out, outlen, "unix:%s", ((const struct sockaddr_un *)sa)->sun_path);
+		return;
+	}
 	char host[INET6_ADDRSTRLEN];
 	net_format_host(sa, host, sizeof(host));
 	unsigned port = 0;

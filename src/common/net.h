@@ -22,8 +22,8 @@ struct net_prefix {
 	unsigned bits;     /* prefix length */
 };
 
-/* "127.0.0.1:110", "[::1]:110", "*:110" (all IPv4), "[::]:110" (all IPv6).
- * Returns 0 on success. */
+/* "127.0.0.1:110", "[::1]:110", "*:110" (all IPv4), "[::]:110" (all IPv6),
+ * "unix:/absolute/path". Returns 0 on success. */
 int net_parse_listen(const char *s, struct net_addr *out);
 /* "10.0.0.0/8", "192.168.1.7", "2001:db8::/32". */
 int net_parse_prefix(const char *s, struct net_prefix *out);

@@ -38,6 +38,7 @@
 #include "common/log.h"
 #include "common/net.h"
 #include "common/xmalloc.h"
+#include "server/lmtp_conn.h"
 #include "server/login.h"
 #include "server/server.h"
 #include "server/shared.h"
@@ -843,7 +844,10 @@ static void refuse(int fd, const char *msg)
 void conn_accept(struct server *srv, struct listener *li, int fd, const struct sockaddr *peer,
 		 socklen_t peerlen)
 {
-	(void)peerlen;
+	if (li->kind == LISTENER_LMTP) {
+		lmtp_conn_accept(srv, li, fd, peer, peerlen);
+		return;
+	}
 	char host[INET6_ADDRSTRLEN + 8];
 	net_format_host(peer, host, sizeof(host));
 	/* Refusals are sent in the clear; on a TLS port the client sees a
@@ -897,6 +901,7 @@ void conn_accept(struct server *srv, struct listener *li, int fd, const struct s
 
 void conn_close_all(struct server *srv)
 {
+	lmtp_conn_close_all(srv);
 	struct conn *c = srv->conns;
 	while (c != NULL) {
 		struct conn *next = c->next;

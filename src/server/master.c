@@ -3,6 +3,10 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -43,8 +47,55 @@ static struct master *the_master; /* for the child to close other generations */
 
 /* ---- listeners ---------------------------------------------------------- */
 
-static int open_listener(const struct net_addr *a, enum listener_kind kind, struct listener *out)
+/* A Unix socket for LMTP: remove a stale socket (never another kind of
+ * file), bind, then give it the owner and mode the MTA needs (Postfix runs
+ * its lmtp client as postfix). */
+static int bind_unix(int fd, const struct net_addr *a, const struct config *cfg)
 {
+	const struct sockaddr_un *sun = (const struct sockaddr_un *)&a->ss;
+	struct stat sb;
+	if (lstat(sun->sun_path, &sb) == 0) {
+		if (!S_ISSOCK(sb.st_mode)) {
+			errno = EEXIST;
+			return -1;
+		}
+		unlink(sun->sun_path);
+	}
+	mode_t old = umask(0177);
+	int rc = bind(fd, (const struct sockaddr *)sun, a->len);
+	umask(old);
+	if (rc < 0)
+		return -1;
+	uid_t uid = (uid_t)-1;
+	gid_t gid = (gid_t)-1;
+	if (cfg->lmtp_socket_user[0] != '\0') {
+		struct passwd *pw = getpwnam(cfg->lmtp_socket_user);
+		if (pw == NULL) {
+			log_error("[lmtp] socket_user %s does not exist", cfg->lmtp_socket_user);
+			errno = EINVAL;
+			return -1;
+		}
+		uid = pw->pw_uid;
+		gid = pw->pw_gid;
+	}
+	if (cfg->lmtp_socket_group[0] != '\0') {
+		struct group *gr = getgrnam(cfg->lmtp_socket_group);
+		if (gr == NULL) {
+			log_error("[lmtp] socket_group %s does not exist", cfg->lmtp_socket_group);
+			errno = EINVAL;
+			return -1;
+		}
+		gid = gr->gr_gid;
+	}
+	if ((uid != (uid_t)-1 || gid != (gid_t)-1) && chown(sun->sun_path, uid, gid) < 0)
+		return -1;
+	return chmod(sun->sun_path, (mode_t)cfg->lmtp_socket_mode);
+}
+
+static int open_listener(const struct net_addr *a, enum listener_kind kind,
+			 const struct config *cfg, struct listener *out)
+{
+	static const char *const what[] = {"POP3", "POP3S (implicit TLS)", "LMTP"};
 	const struct sockaddr *sa = (const struct sockaddr *)&a->ss;
 	memset(out, 0, sizeof(*out));
 	out->kind = kind;
@@ -53,16 +104,19 @@ static int open_listener(const struct net_addr *a, enum listener_kind kind, stru
 	if (fd < 0)
 		goto fail;
 	int one = 1;
-	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (sa->sa_family != AF_UNIX)
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 	if (sa->sa_family == AF_INET6)
 		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-	if (bind(fd, sa, a->len) < 0 || listen(fd, 1024) < 0) {
+	int rc = sa->sa_family == AF_UNIX ? bind_unix(fd, a, cfg) : bind(fd, sa, a->len);
+	if (rc < 0 || listen(fd, 1024) < 0) {
+		int err = errno;
 		close(fd);
+		errno = err;
 		goto fail;
 	}
 	out->fd = fd;
-	log_info("listening for %s on %s", kind == LISTENER_POP3S ? "POP3S (implicit TLS)" : "POP3",
-		 out->name);
+	log_info("listening for %s on %s", what[kind], out->name);
 	return 0;
 fail:
 	log_error("cannot listen on %s: %s", out->name, strerror(errno));
@@ -74,32 +128,48 @@ static bool same_addr(const struct net_addr *a, const struct net_addr *b)
 	return a->len == b->len && memcmp(&a->ss, &b->ss, a->len) == 0;
 }
 
+/* The i-th configured listener, over all kinds. */
+static const struct net_addr *nth_addr(const struct config *cfg, size_t i, enum listener_kind *kind)
+{
+	if (i < cfg->n_pop3_listen) {
+		*kind = LISTENER_POP3;
+		return &cfg->pop3_listen[i];
+	}
+	i -= cfg->n_pop3_listen;
+	if (i < cfg->n_pop3s_listen) {
+		*kind = LISTENER_POP3S;
+		return &cfg->pop3s_listen[i];
+	}
+	*kind = LISTENER_LMTP;
+	return &cfg->lmtp_listen[i - cfg->n_pop3s_listen];
+}
+
+static size_t n_addrs(const struct config *cfg)
+{
+	return cfg->n_pop3_listen + cfg->n_pop3s_listen + cfg->n_lmtp_listen;
+}
+
 /* Open the configured listeners, reusing those of prev that did not change. */
 static int open_listeners(struct generation *g, const struct generation *prev)
 {
 	const struct config *cfg = g->cfg;
-	size_t n = cfg->n_pop3_listen + cfg->n_pop3s_listen;
+	size_t n = n_addrs(cfg);
 	g->listeners = xcalloc(n ? n : 1, sizeof(struct listener));
 	for (size_t i = 0; i < n; i++) {
-		bool tls = i >= cfg->n_pop3_listen;
-		const struct net_addr *a =
-			tls ? &cfg->pop3s_listen[i - cfg->n_pop3_listen] : &cfg->pop3_listen[i];
-		enum listener_kind kind = tls ? LISTENER_POP3S : LISTENER_POP3;
+		enum listener_kind kind, pkind;
+		const struct net_addr *a = nth_addr(cfg, i, &kind);
 		struct listener *li = &g->listeners[g->n_listeners];
 		bool reused = false;
 		for (size_t j = 0; prev != NULL && j < prev->n_listeners; j++) {
-			const struct config *pc = prev->cfg;
-			bool ptls = j >= pc->n_pop3_listen;
-			const struct net_addr *pa =
-				ptls ? &pc->pop3s_listen[j - pc->n_pop3_listen] : &pc->pop3_listen[j];
-			if (ptls == tls && same_addr(a, pa)) {
+			const struct net_addr *pa = nth_addr(prev->cfg, j, &pkind);
+			if (pkind == kind && same_addr(a, pa)) {
 				*li = prev->listeners[j];
 				li->fd = dup(prev->listeners[j].fd);
 				reused = li->fd >= 0;
 				break;
 			}
 		}
-		if (!reused && open_listener(a, kind, li) < 0)
+		if (!reused && open_listener(a, kind, cfg, li) < 0)
 			return -1;
 		g->n_listeners++;
 	}
@@ -214,6 +284,12 @@ static pid_t spawn(struct generation *g)
 	};
 	if (gethostname(srv.hostname, sizeof(srv.hostname) - 1) < 0)
 		snprintf(srv.hostname, sizeof(srv.hostname), "localhost");
+	srv.lmtp = (struct lmtp_settings){
+		.hostname = srv.hostname,
+		.max_message_size = cfg->max_message_size,
+		.max_recipients = cfg->lmtp_max_recipients,
+		.max_bad_commands = cfg->max_bad_commands,
+	};
 	int rc = worker_main(&srv);
 	/* Free what the child inherited, so leak checkers see a clean exit. */
 	struct generation *self = g;

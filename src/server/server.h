@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "common/config.h"
+#include "lmtp/lmtp.h"
 #include "pop3/session.h"
 
 struct event_base;
@@ -19,10 +20,12 @@ struct workpool;
 struct shared_table;
 struct tls_server;
 struct conn;
+struct lmtp_conn;
 
 enum listener_kind {
 	LISTENER_POP3,  /* plain, STLS offered when TLS is configured */
 	LISTENER_POP3S, /* implicit TLS (RFC 8314) */
+	LISTENER_LMTP,  /* RFC 2033, TCP or a Unix socket */
 };
 
 struct listener {
@@ -37,14 +40,16 @@ struct server {
 	struct event_base *base;
 	const struct config *cfg;
 	struct pop3_settings pop3;
+	struct lmtp_settings lmtp;
 	struct tls_server *tls;        /* NULL when [tls] is not configured */
 	struct passwd_db *users;
 	struct workpool *pool;
 	struct shared_table *shared;
 	struct listener *listeners;
 	size_t n_listeners;
-	struct conn *conns;            /* every open session */
-	unsigned n_sessions;
+	struct conn *conns;            /* every open POP3 session */
+	struct lmtp_conn *lmtp_conns;  /* every open LMTP session */
+	unsigned n_sessions;           /* both kinds */
 	char hostname[256];
 	uint64_t counter;              /* for APOP timestamps */
 	unsigned char secret[32];      /* for stand-in SCRAM salts of unknown users */

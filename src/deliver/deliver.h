@@ -1,0 +1,48 @@
+/*
+ * deliver.h - what delivery needs besides writing the file, shared by the
+ * LMTP listener and `pigeon deliver`: which user and maildrop an address
+ * means, that user's quota, and the trace headers to prepend.
+ */
+#ifndef PIGEON_DELIVER_H
+#define PIGEON_DELIVER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/buf.h"
+#include "common/config.h"
+
+struct passwd_db;
+
+struct deliver_target {
+	char *user;
+	char *maildir;
+	uint64_t quota; /* 0: none */
+};
+
+/*
+ * Find the user for a recipient address: "local+ext@domain" is looked up as
+ * "local@domain", then as "local" (the delimiter from [delivery]); a name
+ * without '@' is looked up as given. Returns 1 (found, t filled), 0 (no such
+ * user), -1 (temporary: database unreadable, or no usable maildrop path).
+ */
+int deliver_resolve(struct passwd_db *db, const struct config *cfg, const char *address,
+		    struct deliver_target *t);
+void deliver_target_clear(struct deliver_target *t);
+
+/* Would a message of `incoming` octets exceed t's quota? 1 yes, 0 no, -1 unknown. */
+int deliver_over_quota(const struct deliver_target *t, uint64_t incoming);
+
+struct trace_info {
+	const char *sender;      /* MAIL FROM / -f ("" for <>); NULL: no Return-Path */
+	const char *recipient;   /* NULL: no Delivered-To */
+	const char *helo;        /* LMTP: LHLO name; NULL: no Received */
+	const char *peer;        /* "[192.0.2.1]" or "local" */
+	const char *protocol;    /* "LMTP" */
+	const char *id;          /* queue-less id for the Received line */
+};
+
+/* Return-Path, Delivered-To and Received lines (CRLF) for the top of a message. */
+void deliver_trace_headers(struct buf *out, const struct trace_info *tr);
+
+#endif

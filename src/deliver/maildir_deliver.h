@@ -1,0 +1,53 @@
+/*
+ * maildir_deliver.h - writing one message into a Maildir safely (maildir.md
+ * §3): a unique name, the message written to tmp/ (line ends stored as LF,
+ * the Maildir convention), fsync, rename into new/ under a name carrying
+ * ",S=<stored size>,W=<POP3 size>", fsync new/. Only after that may the
+ * delivery be acknowledged. A crash at any point leaves new/ with complete
+ * messages only (at worst a stray file in tmp/, which readers ignore).
+ *
+ * The write and commit steps are separate so an event loop can write as data
+ * arrives and do the fsyncs on a worker thread.
+ */
+#ifndef PIGEON_MAILDIR_DELIVER_H
+#define PIGEON_MAILDIR_DELIVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "store/transform.h"
+
+enum deliver_status {
+	DELIVER_OK,
+	DELIVER_TEMP,      /* try again later (I/O error, disk full) */
+	DELIVER_PERM,      /* cannot create the mailbox */
+	DELIVER_QUOTA,     /* over the mailbox quota */
+};
+
+struct maildir_delivery {
+	int dir_fd;
+	int tmp_fd;
+	char tmp_name[256];
+	char *path;
+	uint64_t stored;        /* octets written (LF line ends) */
+	struct transform size;  /* counts the POP3 (CRLF) size of what is stored */
+	bool pending_cr;        /* a CR that may start a CRLF */
+	int error;              /* first write errno, 0 if none */
+	char final_name[300];   /* set by commit */
+};
+
+/* Create the Maildir if needed (mode 0700) and open a new file in tmp/. */
+enum deliver_status maildir_delivery_begin(struct maildir_delivery *d, const char *maildir);
+/* Append message bytes; CRLF is stored as LF. Errors are remembered and
+ * reported by commit. */
+void maildir_delivery_write(struct maildir_delivery *d, const void *data, size_t len);
+/* fsync, move into new/, fsync new/. The file is gone from tmp/ on any path. */
+enum deliver_status maildir_delivery_commit(struct maildir_delivery *d);
+/* Drop the temporary file (nothing was delivered). */
+void maildir_delivery_abort(struct maildir_delivery *d);
+
+/* Octets used by the messages in new/ and cur/ (from S= or the file size). */
+int maildir_usage(const char *maildir, uint64_t *bytes);
+
+#endif
