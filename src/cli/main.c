@@ -19,6 +19,7 @@
 #include "auth/password.h"
 #include "auth/scram.h"
 #include "cli/check.h"
+#include "cli/deliver_cmd.h"
 #include "cli/passwd_edit.h"
 #include "cli/prompt.h"
 #include "common/config.h"
@@ -49,7 +50,9 @@ static void usage(FILE *out)
 		"  pigeon pw hash [--scheme yescrypt|bcrypt|sha512|sha256|scram]\n"
 		"        print the passwd-file form of a password\n"
 		"  pigeon check [-c FILE]\n"
-		"        check a configuration and the files it names\n");
+		"        check a configuration and the files it names\n"
+		"  pigeon deliver [-c FILE] [-f SENDER] [-a RECIPIENT] [-u USER] < message\n"
+		"        deliver one message into a user's Maildir (for an MTA)\n");
 }
 
 /* Scheme name -> crypt prefix, or "scram". */
@@ -249,6 +252,8 @@ int main(int argc, char **argv)
 		return cmd_pw(argc - 1, argv + 1);
 	if (strcmp(cmd, "check") == 0)
 		return cmd_check(argc - 1, argv + 1);
+	if (strcmp(cmd, "deliver") == 0)
+		return cmd_deliver(argc - 1, argv + 1);
 	if (strcmp(cmd, "-h") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "help") == 0) {
 		usage(stdout);
 		return 0;
