@@ -154,38 +154,48 @@ static int cmd_user(int argc, char **argv)
 		default: usage(stderr); return EX_USAGE;
 		}
 	}
+	bool list = strcmp(sub, "list") == 0;
+	if (list ? optind != argc : optind + 1 != argc) {
+		usage(stderr);
+		return EX_USAGE;
+	}
+	if (strcmp(sub, "add") == 0)
+		edit.op = PASSWD_ADD;
+	else if (strcmp(sub, "passwd") == 0)
+		edit.op = PASSWD_SET_PASSWORD;
+	else if (strcmp(sub, "del") == 0)
+		edit.op = PASSWD_DELETE;
+	else if (!list) {
+		usage(stderr);
+		return EX_USAGE;
+	}
+	char err[512];
+	if (!list) {
+		edit.user = argv[optind];
+		/* Refuse a bad name before asking for a password. */
+		if (passwd_edit_check(&edit, err, sizeof(err)) < 0) {
+			fprintf(stderr, "pigeon: %s\n", err);
+			return EX_USAGE;
+		}
+	}
 	char *path = passwd_path_from(config_path, file);
 	if (path == NULL)
 		return EX_CONFIG;
 	int rc;
-	if (strcmp(sub, "list") == 0) {
-		rc = optind == argc ? cmd_user_list(path) : EX_USAGE;
+	if (list) {
+		rc = cmd_user_list(path);
 		free(path);
 		return rc;
 	}
-	if (optind + 1 != argc) {
-		usage(stderr);
-		free(path);
-		return EX_USAGE;
-	}
-	edit.user = argv[optind];
 	char *field = NULL;
-	if (strcmp(sub, "add") == 0 || strcmp(sub, "passwd") == 0) {
-		edit.op = sub[0] == 'a' ? PASSWD_ADD : PASSWD_SET_PASSWORD;
+	if (edit.op != PASSWD_DELETE) {
 		field = new_password_field(prefix);
 		if (field == NULL) {
 			free(path);
 			return EX_DATAERR;
 		}
 		edit.password_field = field;
-	} else if (strcmp(sub, "del") == 0) {
-		edit.op = PASSWD_DELETE;
-	} else {
-		usage(stderr);
-		free(path);
-		return EX_USAGE;
 	}
-	char err[512];
 	rc = passwd_edit(path, &edit, err, sizeof(err)) == 0 ? 0 : EX_CANTCREAT;
 	if (rc != 0)
 		fprintf(stderr, "pigeon: %s\n", err);

@@ -10,7 +10,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
 #include "auth/passwd_file.h"
+#include "common/bounds.h"
 #include "common/buf.h"
 #include "common/xmalloc.h"
 
@@ -56,16 +59,38 @@ static int fsync_dir_of(const char *path)
 	return rc;
 }
 
-int passwd_edit(const char *path, const struct passwd_edit *e, char *err, size_t errlen)
+static bool all_digits(const char *s)
 {
-	if (e->user[0] == '\0' || strpbrk(e->user, ":\n\r\t ") != NULL || e->user[0] == '#') {
-		snprintf(err, errlen, "invalid user name '%s'", e->user);
+	return s[0] != '\0' && strspn(s, "0123456789") == strlen(s) && strlen(s) <= 10;
+}
+
+int passwd_edit_check(const struct passwd_edit *e, char *err, size_t errlen)
+{
+	if (e->user[0] == '\0' || strpbrk(e->user, ":\n\r\t ") != NULL || e->user[0] == '#' ||
+	    strlen(e->user) > AUTH_MAX_USERNAME) {
+		snprintf(err, errlen, "invalid user name '%.64s' (no ':', spaces or a leading '#', "
+				      "at most %d octets)", e->user, AUTH_MAX_USERNAME);
 		return -1;
 	}
 	if (e->password_field && strpbrk(e->password_field, ":\n\r") != NULL) {
 		snprintf(err, errlen, "password field must not contain ':' or line breaks");
 		return -1;
 	}
+	if ((e->uid && e->uid[0] && !all_digits(e->uid)) || (e->gid && e->gid[0] && !all_digits(e->gid))) {
+		snprintf(err, errlen, "uid and gid must be numbers");
+		return -1;
+	}
+	if (e->home && (strpbrk(e->home, ":\n\r") != NULL || (e->home[0] && e->home[0] != '/'))) {
+		snprintf(err, errlen, "home must be an absolute path without ':' or line breaks");
+		return -1;
+	}
+	return 0;
+}
+
+int passwd_edit(const char *path, const struct passwd_edit *e, char *err, size_t errlen)
+{
+	if (passwd_edit_check(e, err, errlen) < 0)
+		return -1;
 	int lock = lock_file(path, err, errlen);
 	if (lock < 0)
 		return -1;
@@ -83,8 +108,9 @@ int passwd_edit(const char *path, const struct passwd_edit *e, char *err, size_t
 	if (have_owner)
 		mode = sb.st_mode & 07777;
 	bool found = false;
-	char line[4096];
-	while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
+	char *line = NULL;
+	size_t linecap = 0;
+	while (f != NULL && getline(&line, &linecap, f) > 0) {
 		if (!line_is_user(line, e->user)) {
 			buf_append_str(&out, line);
 			if (line[strlen(line) - 1] != '\n')
@@ -105,6 +131,10 @@ int passwd_edit(const char *path, const struct passwd_edit *e, char *err, size_t
 			buf_append_str(&out, rest);
 		else
 			buf_append_byte(&out, '\n');
+	}
+	if (line != NULL) {
+		OPENSSL_cleanse(line, linecap);
+		free(line);
 	}
 	if (f != NULL)
 		fclose(f);
@@ -129,6 +159,8 @@ int passwd_edit(const char *path, const struct passwd_edit *e, char *err, size_t
 	if (have_owner && fchown(fd, sb.st_uid, sb.st_gid) < 0) {
 		/* keeping the owner needs root; the mode is kept regardless */
 	}
+	/* open() applied the umask; the file keeps exactly its old mode. */
+	fchmod(fd, mode);
 	bool ok = write(fd, out.data ? out.data : "", out.len) == (ssize_t)out.len && fsync(fd) == 0;
 	ok = close(fd) == 0 && ok;
 	if (!ok || rename(tmp, path) < 0) {

@@ -20,6 +20,8 @@ struct passwd_edit {
 	const char *uid, *gid, *home; /* ADD only; may be empty */
 };
 
+/* Validate the request alone (names, numbers, paths). 0 or -1 with err. */
+int passwd_edit_check(const struct passwd_edit *edit, char *err, size_t errlen);
 /* 0 on success; -1 with a message in err (e.g. "user alice exists"). */
 int passwd_edit(const char *path, const struct passwd_edit *edit, char *err, size_t errlen);
 

@@ -33,12 +33,13 @@ static char *read_line(FILE *in)
 static char *ask(const char *question)
 {
 	struct termios old, quiet;
-	fprintf(stderr, "%s", question);
-	fflush(stderr);
+	/* Echo off before the prompt appears, so nothing typed early shows. */
 	tcgetattr(STDIN_FILENO, &old);
 	quiet = old;
 	quiet.c_lflag &= (tcflag_t)~ECHO;
-	tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet);
+	tcsetattr(STDIN_FILENO, TCSANOW, &quiet);
+	fprintf(stderr, "%s", question);
+	fflush(stderr);
 	char *s = read_line(stdin);
 	tcsetattr(STDIN_FILENO, TCSAFLUSH, &old);
 	fprintf(stderr, "\n");

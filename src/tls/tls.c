@@ -107,6 +107,12 @@ static SSL_CTX *make_ctx(const struct tls_server_config *cfg, const struct tls_c
 	}
 	fclose(f);
 	if (SSL_CTX_use_PrivateKey_file(ctx, c->key, SSL_FILETYPE_PEM) != 1) {
+		if (ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH) {
+			ERR_clear_error();
+			snprintf(err, errlen, "private key %s does not match certificate %s", c->key,
+				 c->cert);
+			goto fail;
+		}
 		tls_error_string(why, sizeof(why));
 		snprintf(err, errlen, "private key %s: not a usable PEM private key (%s)", c->key,
 			 why);
