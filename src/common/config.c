@@ -19,6 +19,7 @@
 
 #include "common/bounds.h"
 #include "common/buf.h"
+#include "common/ini.h"
 #include "common/strutil.h"
 #include "common/xmalloc.h"
 
@@ -189,10 +190,9 @@ void config_free(struct config *cfg)
 
 struct parse_state {
 	struct config *cfg;
-	const char *name;
 	unsigned line;
-	unsigned error_line;
-	char error[256];
+	char *err;       /* the message for the INI reader */
+	size_t errlen;
 };
 
 struct list_acc {
@@ -232,16 +232,13 @@ static int parse_prefix_cb(const char *s, void *out)
 static int set_error(struct parse_state *st, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
-/* Record the problem (the first one wins); returns -1 for convenience. */
+/* Describe the problem for the INI reader; returns -1 to stop it. */
 static int set_error(struct parse_state *st, const char *fmt, ...)
 {
-	if (st->error_line == 0) {
-		va_list ap;
-		va_start(ap, fmt);
-		st->error_line = st->line;
-		vsnprintf(st->error, sizeof(st->error), fmt, ap);
-		va_end(ap);
-	}
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(st->err, st->errlen, fmt, ap);
+	va_end(ap);
 	return -1;
 }
 
@@ -385,136 +382,57 @@ static bool known_section(const char *section)
 	return false;
 }
 
-/* Cut an inline comment: '#' or ';' after whitespace starts one. */
-static void cut_comment(char *s)
+static int on_section(void *arg, const char *name, unsigned line, char *err, size_t errlen)
 {
-	for (char *p = s + 1; *p != '\0'; p++) {
-		if ((*p == '#' || *p == ';') && (p[-1] == ' ' || p[-1] == '\t')) {
-			*p = '\0';
-			return;
-		}
-	}
-}
-
-/* One logical line (without its newline). */
-static int parse_line(struct parse_state *st, char *section, size_t seclen, char *raw)
-{
-	char *line = str_trim(raw);
-	if (line[0] == '\0' || line[0] == '#' || line[0] == ';')
-		return 0;
-	if (line[0] == '[') {
-		cut_comment(line);
-		line = str_trim(line);
-		size_t n = strlen(line);
-		if (n < 3 || line[n - 1] != ']')
-			return set_error(st, "syntax error: a section header looks like [name]");
-		line[n - 1] = '\0';
-		char *name = str_trim(line + 1);
-		if (strlen(name) >= seclen)
-			return set_error(st, "section name too long");
-		if (strncmp(name, "tls:", 4) == 0) {
-			const char *host = name + 4;
-			if (host[0] == '\0' || strspn(host, "abcdefghijklmnopqrstuvwxyz"
-							 "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-*") !=
-							  strlen(host))
-				return set_error(st, "[tls:NAME] needs a host name, not '%.64s'", host);
-			struct config *cfg = st->cfg;
-			if (cfg->n_sni >= 64)
-				return set_error(st, "too many [tls:NAME] sections (at most 64)");
-			cfg->sni = xreallocarray(cfg->sni, cfg->n_sni + 1, sizeof(*cfg->sni));
-			cfg->sni[cfg->n_sni++] = (struct config_sni_cert){xstrdup(host), NULL, NULL,
-									    st->line};
-		} else if (!known_section(name)) {
-			return set_error(st, "unknown section [%.64s]", name);
-		}
-		snprintf(section, seclen, "%s", name);
+	struct parse_state *st = arg;
+	st->line = line;
+	st->err = err;
+	st->errlen = errlen;
+	if (strncmp(name, "tls:", 4) == 0) {
+		const char *host = name + 4;
+		if (host[0] == '\0' || strspn(host, "abcdefghijklmnopqrstuvwxyz"
+						 "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-*") != strlen(host))
+			return set_error(st, "[tls:NAME] needs a host name, not '%.64s'", host);
+		struct config *cfg = st->cfg;
+		if (cfg->n_sni >= 64)
+			return set_error(st, "too many [tls:NAME] sections (at most 64)");
+		cfg->sni = xreallocarray(cfg->sni, cfg->n_sni + 1, sizeof(*cfg->sni));
+		cfg->sni[cfg->n_sni++] = (struct config_sni_cert){xstrdup(host), NULL, NULL, line};
 		return 0;
 	}
-	char *eq = strchr(line, '=');
-	if (eq == NULL)
-		return set_error(st, "syntax error: expected [section] or name = value");
-	*eq = '\0';
-	char *name = str_trim(line);
-	char *value = eq + 1;
-	cut_comment(value - 1);
-	value = str_trim(value);
-	if (name[0] == '\0')
-		return set_error(st, "syntax error: a setting needs a name before '='");
-	return setting(st, section, name, value);
-}
-
-static int parse_text(struct parse_state *st, const char *text, char *err, size_t errlen)
-{
-	char section[64] = "";
-	const char *p = text;
-	if (strncmp(p, "\xef\xbb\xbf", 3) == 0)
-		p += 3; /* UTF-8 byte order mark */
-	while (*p != '\0') {
-		st->line++;
-		const char *nl = strchr(p, '\n');
-		size_t len = nl ? (size_t)(nl - p) : strlen(p);
-		if (len > CONFIG_MAX_LINE) {
-			set_error(st, "line is too long (at most %d characters)", CONFIG_MAX_LINE);
-			break;
-		}
-		char line[CONFIG_MAX_LINE + 1];
-		memcpy(line, p, len);
-		line[len] = '\0';
-		if (memchr(p, '\0', len) != NULL || parse_line(st, section, sizeof(section), line) < 0)
-			break;
-		p = nl ? nl + 1 : p + len;
-	}
-	if (st->error_line != 0) {
-		snprintf(err, errlen, "%s:%u: %s", st->name, st->error_line, st->error);
-		return -1;
-	}
+	if (!known_section(name))
+		return set_error(st, "unknown section [%.64s]", name);
 	return 0;
+}
+
+static int on_setting(void *arg, const char *section, const char *name, const char *value,
+		      unsigned line, char *err, size_t errlen)
+{
+	struct parse_state *st = arg;
+	st->line = line;
+	st->err = err;
+	st->errlen = errlen;
+	return setting(st, section, name, value);
 }
 
 int config_load_string(struct config *cfg, const char *name, const char *text, char *err,
 		       size_t errlen)
 {
-	struct parse_state st = {.cfg = cfg, .name = name};
+	static const struct ini_handler handler = {on_section, on_setting};
+	struct parse_state st = {.cfg = cfg};
 	free(cfg->path);
 	cfg->path = xstrdup(name);
-	if (parse_text(&st, text, err, errlen) < 0)
+	if (ini_parse(name, text, &handler, &st, err, errlen) < 0)
 		return -1;
 	return config_validate(cfg, err, errlen);
 }
 
 int config_load(struct config *cfg, const char *path, char *err, size_t errlen)
 {
-	FILE *f = fopen(path, "re");
-	if (f == NULL) {
-		snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
-		return -1;
-	}
-	/* A configuration file is small; refuse anything absurd. */
 	struct buf text = BUF_INIT;
-	char chunk[4096];
-	size_t n;
-	while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
-		buf_append(&text, chunk, n);
-		if (text.len > 1024 * 1024) {
-			fclose(f);
-			buf_free(&text);
-			snprintf(err, errlen, "%s: larger than 1 MiB", path);
-			return -1;
-		}
-	}
-	bool failed = ferror(f);
-	fclose(f);
-	if (failed) {
-		buf_free(&text);
-		snprintf(err, errlen, "%s: read error", path);
-		return -1;
-	}
-	if (text.len > 0 && memchr(text.data, '\0', text.len) != NULL) {
-		buf_free(&text);
-		snprintf(err, errlen, "%s: contains a NUL byte (not a text file)", path);
-		return -1;
-	}
-	int rc = config_load_string(cfg, path, text.data ? text.data : "", err, errlen);
+	int rc = ini_read_file(path, &text, err, errlen);
+	if (rc == 0)
+		rc = config_load_string(cfg, path, text.data, err, errlen);
 	buf_free(&text);
 	return rc;
 }
