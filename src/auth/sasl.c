@@ -241,8 +241,8 @@ static enum sasl_status scram_first(struct sasl_server *s, const char *in, size_
 		size_t n = (size_t)(f - p - 2);
 		bool exporter = n == 12 && memcmp(p + 2, "tls-exporter", 12) == 0;
 		bool end_point = n == 20 && memcmp(p + 2, "tls-server-end-point", 20) == 0;
-		if ((!exporter || s->cb->exporter_len <= 0) &&
-		    (!end_point || s->cb->end_point_len <= 0))
+		if (s->cb == NULL || ((!exporter || s->cb->exporter_len <= 0) &&
+				      (!end_point || s->cb->end_point_len <= 0)))
 			return fail(s, "unsupported channel binding type "
 				       "(tls-exporter or tls-server-end-point)");
 	} else {

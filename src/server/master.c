@@ -185,6 +185,7 @@ struct master {
 	int status;
 	time_t respawn_window;
 	unsigned respawns;
+	bool give_up;
 };
 
 /* ---- generations ------------------------------------------------------- */
@@ -224,10 +225,37 @@ static struct tls_server *load_tls(const struct config *cfg, char *err, size_t e
 	return ts;
 }
 
+/* As root, the workers must be able to become [server] user: find out now,
+ * not after forking them. */
+static int check_user(const struct config *cfg)
+{
+	if (geteuid() != 0)
+		return 0;
+	struct passwd *pw = cfg->user[0] ? getpwnam(cfg->user) : NULL;
+	if (pw == NULL) {
+		log_error("%s: [server] user '%s' does not exist; pigeond will not serve clients "
+			  "as root",
+			  cfg->path, cfg->user);
+		return -1;
+	}
+	if (pw->pw_uid == 0) {
+		log_error("%s: [server] user %s is root: refusing to serve clients as root",
+			  cfg->path, cfg->user);
+		return -1;
+	}
+	if (cfg->group[0] != '\0' && getgrnam(cfg->group) == NULL) {
+		log_error("%s: [server] group %s does not exist", cfg->path, cfg->group);
+		return -1;
+	}
+	return 0;
+}
+
 static struct generation *prepare(struct config *cfg, const struct generation *prev)
 {
 	struct generation *g = xcalloc(1, sizeof(*g));
 	g->cfg = cfg;
+	if (check_user(cfg) < 0)
+		goto fail;
 	if (config_has_tls(cfg)) {
 		char err[768];
 		g->tls = load_tls(cfg, err, sizeof(err));
@@ -355,7 +383,10 @@ static void reap(struct master *m)
 						if (g->pids[i] > 0)
 							g->alive++;
 					} else {
-						log_error("workers keep failing; not restarting");
+						/* Failing again and again: better to stop
+						 * than to hold the ports and serve nobody. */
+						log_error("workers keep failing; stopping");
+						m->give_up = true;
 					}
 				}
 			}
@@ -472,6 +503,8 @@ int master_run(struct config *cfg, bool foreground)
 		switch (sig) {
 		case SIGCHLD:
 			reap(&m);
+			if (m.give_up)
+				shutdown_all(&m);
 			break;
 		case SIGHUP:
 			reload(&m);

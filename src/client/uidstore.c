@@ -1,0 +1,350 @@
+/* uidstore.c - the per-account UIDL store and its journal. */
+#include "client/uidstore.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/buf.h"
+#include "common/xmalloc.h"
+
+static size_t hash(const char *s)
+{
+	size_t h = 1469598103934665603ULL;
+	while (*s)
+		h = (h ^ (unsigned char)*s++) * 1099511628211ULL;
+	return h;
+}
+
+static void rehash(struct uidstore *s)
+{
+	free(s->slots);
+	s->nslots = s->n * 2 + 64;
+	s->slots = xcalloc(s->nslots, sizeof(size_t));
+	for (size_t i = 0; i < s->n; i++) {
+		size_t h = hash(s->e[i].uidl) % s->nslots;
+		while (s->slots[h] != 0)
+			h = (h + 1) % s->nslots;
+		s->slots[h] = i + 1;
+	}
+}
+
+struct uid_entry *uidstore_find(struct uidstore *s, const char *uidl)
+{
+	if (s->nslots == 0)
+		return NULL;
+	for (size_t h = hash(uidl) % s->nslots; s->slots[h] != 0; h = (h + 1) % s->nslots)
+		if (strcmp(s->e[s->slots[h] - 1].uidl, uidl) == 0)
+			return &s->e[s->slots[h] - 1];
+	return NULL;
+}
+
+static struct uid_entry *add(struct uidstore *s, const char *uidl)
+{
+	struct uid_entry *e = uidstore_find(s, uidl);
+	if (e != NULL)
+		return e;
+	if (s->n == s->cap) {
+		s->cap = s->cap ? s->cap * 2 : 256;
+		s->e = xreallocarray(s->e, s->cap, sizeof(*s->e));
+	}
+	e = &s->e[s->n++];
+	memset(e, 0, sizeof(*e));
+	e->uidl = xstrdup(uidl);
+	if (s->n * 2 >= s->nslots) {
+		rehash(s);
+	} else {
+		size_t h = hash(uidl) % s->nslots;
+		while (s->slots[h] != 0)
+			h = (h + 1) % s->nslots;
+		s->slots[h] = s->n;
+	}
+	return e;
+}
+
+static void remove_entry(struct uidstore *s, const char *uidl)
+{
+	struct uid_entry *e = uidstore_find(s, uidl);
+	if (e == NULL)
+		return;
+	size_t i = (size_t)(e - s->e);
+	free(e->uidl);
+	s->e[i] = s->e[--s->n];
+	rehash(s);
+}
+
+/* UIDLs are written with octets outside 0x21..0x7E and '%' as %XX. */
+static void escape(struct buf *b, const char *s)
+{
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (c < 0x21 || c > 0x7e || c == '%')
+			buf_printf(b, "%%%02X", c);
+		else
+			buf_append_byte(b, (char)c);
+	}
+}
+
+static int unescape(char *s)
+{
+	char *o = s;
+	for (char *p = s; *p; p++) {
+		if (*p != '%') {
+			*o++ = *p;
+			continue;
+		}
+		unsigned v;
+		if (sscanf(p + 1, "%2X", &v) != 1 || v == 0)
+			return -1;
+		*o++ = (char)v;
+		p += 2;
+	}
+	*o = '\0';
+	return 0;
+}
+
+static int mkdir_parents(const char *path)
+{
+	char *copy = xstrdup(path);
+	for (char *p = copy + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(copy, 0700) < 0 && errno != EEXIST) {
+			free(copy);
+			return -1;
+		}
+		*p = '/';
+	}
+	free(copy);
+	return 0;
+}
+
+static void load_store(struct uidstore *s)
+{
+	FILE *f = fopen(s->path, "re");
+	if (f == NULL)
+		return;
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t n;
+	bool header = true;
+	while ((n = getline(&line, &cap, f)) > 0) {
+		if (line[n - 1] == '\n')
+			line[--n] = '\0';
+		if (header) {
+			header = false;
+			if (strcmp(line, "pigeon-uidl 1") != 0)
+				break;
+			continue;
+		}
+		long long first, last;
+		char flag;
+		int off = 0;
+		if (sscanf(line, "%lld %lld %c %n", &first, &last, &flag, &off) != 3 || off == 0)
+			continue;
+		if (unescape(line + off) < 0 || line[off] == '\0')
+			continue;
+		struct uid_entry *e = add(s, line + off);
+		e->first_seen = (time_t)first;
+		e->last_seen = (time_t)last;
+		e->flag = flag;
+	}
+	free(line);
+	fclose(f);
+}
+
+static void replay_journal(struct uidstore *s, const char *jpath)
+{
+	FILE *f = fopen(jpath, "re");
+	if (f == NULL)
+		return;
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t n;
+	while ((n = getline(&line, &cap, f)) > 0) {
+		if (line[n - 1] != '\n')
+			break; /* a torn last line: not fsync'd, so never acted on */
+		line[--n] = '\0';
+		char word[8], a[4096], b[4096];
+		long long t;
+		char flag;
+		if (sscanf(line, "DONE %lld %c %4095s", &t, &flag, a) == 3 && unescape(a) == 0) {
+			struct uid_entry *e = add(s, a);
+			if (e->first_seen == 0)
+				e->first_seen = (time_t)t;
+			e->last_seen = (time_t)t;
+			e->flag = flag;
+			for (size_t i = 0; i < s->n_pending; i++) {
+				if (strcmp(s->pending[i].uidl, a) == 0) {
+					free(s->pending[i].uidl);
+					free(s->pending[i].name);
+					s->pending[i] = s->pending[--s->n_pending];
+					break;
+				}
+			}
+		} else if (sscanf(line, "GONE %4095s", a) == 1 && unescape(a) == 0) {
+			remove_entry(s, a);
+		} else if (sscanf(line, "FETCH %4095s %4095s", a, b) == 2 && unescape(a) == 0) {
+			s->pending = xreallocarray(s->pending, s->n_pending + 1, sizeof(*s->pending));
+			s->pending[s->n_pending++] = (struct uid_pending){xstrdup(a), xstrdup(b)};
+		}
+		(void)word;
+	}
+	free(line);
+	fclose(f);
+	s->dirty = true;
+}
+
+int uidstore_open(struct uidstore *s, const char *path, bool *busy, char *err, size_t errlen)
+{
+	memset(s, 0, sizeof(*s));
+	s->lock_fd = -1;
+	*busy = false;
+	s->path = xstrdup(path);
+	if (mkdir_parents(path) < 0) {
+		snprintf(err, errlen, "cannot create the directory of %s: %s", path, strerror(errno));
+		return -1;
+	}
+	char *lock = xasprintf("%s.lock", path);
+	s->lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	free(lock);
+	if (s->lock_fd < 0) {
+		snprintf(err, errlen, "%s.lock: %s", path, strerror(errno));
+		return -1;
+	}
+	if (flock(s->lock_fd, LOCK_EX | LOCK_NB) < 0) {
+		*busy = errno == EWOULDBLOCK;
+		snprintf(err, errlen, "%s is in use by another pigeon fetch", path);
+		return -1;
+	}
+	load_store(s);
+	char *jpath = xasprintf("%s.journal", path);
+	replay_journal(s, jpath);
+	s->journal = fopen(jpath, "ae");
+	free(jpath);
+	if (s->journal == NULL) {
+		snprintf(err, errlen, "%s.journal: %s", path, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+static int journal(struct uidstore *s, const char *fmt, const char *uidl, const char *extra,
+		   time_t t, char flag)
+{
+	struct buf b = BUF_INIT;
+	if (strcmp(fmt, "DONE") == 0)
+		buf_printf(&b, "DONE %lld %c ", (long long)t, flag);
+	else
+		buf_printf(&b, "%s ", fmt);
+	escape(&b, uidl);
+	if (extra != NULL) {
+		buf_append_byte(&b, ' ');
+		escape(&b, extra);
+	}
+	buf_append_byte(&b, '\n');
+	int rc = fwrite(b.data, 1, b.len, s->journal) == b.len ? 0 : -1;
+	buf_free(&b);
+	s->dirty = true;
+	return rc;
+}
+
+int uidstore_fetching(struct uidstore *s, const char *uidl, const char *name)
+{
+	return journal(s, "FETCH", uidl, name, 0, 0);
+}
+
+int uidstore_done(struct uidstore *s, const char *uidl, char flag, time_t now)
+{
+	struct uid_entry *e = add(s, uidl);
+	if (e->first_seen == 0)
+		e->first_seen = now;
+	e->last_seen = now;
+	e->flag = flag;
+	return journal(s, "DONE", uidl, NULL, now, flag);
+}
+
+int uidstore_gone(struct uidstore *s, const char *uidl)
+{
+	remove_entry(s, uidl);
+	return journal(s, "GONE", uidl, NULL, 0, 0);
+}
+
+int uidstore_sync(struct uidstore *s)
+{
+	if (fflush(s->journal) != 0 || fsync(fileno(s->journal)) != 0)
+		return -1;
+	return 0;
+}
+
+static int fsync_dir(const char *path)
+{
+	char *copy = xstrdup(path);
+	int fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	free(copy);
+	if (fd < 0)
+		return -1;
+	int rc = fsync(fd);
+	close(fd);
+	return rc;
+}
+
+int uidstore_save(struct uidstore *s, bool prune, time_t now)
+{
+	if (!s->dirty && !prune)
+		return 0;
+	struct buf b = BUF_INIT;
+	buf_append_str(&b, "pigeon-uidl 1\n");
+	for (size_t i = 0; i < s->n; i++) {
+		const struct uid_entry *e = &s->e[i];
+		if (prune && now - e->last_seen > UIDSTORE_GRACE)
+			continue;
+		buf_printf(&b, "%lld %lld %c ", (long long)e->first_seen, (long long)e->last_seen,
+			   e->flag);
+		escape(&b, e->uidl);
+		buf_append_byte(&b, '\n');
+	}
+	char *tmp = xasprintf("%s.tmp", s->path);
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	int rc = -1;
+	if (fd >= 0) {
+		bool ok = write(fd, b.data, b.len) == (ssize_t)b.len && fsync(fd) == 0;
+		ok = close(fd) == 0 && ok;
+		if (ok && rename(tmp, s->path) == 0 && fsync_dir(s->path) == 0) {
+			/* The store now holds everything: start a fresh journal. */
+			if (ftruncate(fileno(s->journal), 0) == 0 && fflush(s->journal) == 0)
+				rc = 0;
+			s->dirty = false;
+		}
+	}
+	if (rc < 0)
+		unlink(tmp);
+	free(tmp);
+	buf_free(&b);
+	return rc;
+}
+
+void uidstore_close(struct uidstore *s)
+{
+	if (s->journal != NULL)
+		fclose(s->journal);
+	for (size_t i = 0; i < s->n; i++)
+		free(s->e[i].uidl);
+	free(s->e);
+	free(s->slots);
+	for (size_t i = 0; i < s->n_pending; i++) {
+		free(s->pending[i].uidl);
+		free(s->pending[i].name);
+	}
+	free(s->pending);
+	if (s->lock_fd >= 0)
+		close(s->lock_fd);
+	free(s->path);
+	memset(s, 0, sizeof(*s));
+}
