@@ -22,6 +22,7 @@
 #include "cli/deliver_cmd.h"
 #include "cli/passwd_edit.h"
 #include "cli/prompt.h"
+#include "client/fetch_cmd.h"
 #include "common/config.h"
 #include "common/xmalloc.h"
 
@@ -52,7 +53,9 @@ static void usage(FILE *out)
 		"  pigeon check [-c FILE]\n"
 		"        check a configuration and the files it names\n"
 		"  pigeon deliver [-c FILE] [-f SENDER] [-a RECIPIENT] [-u USER] < message\n"
-		"        deliver one message into a user's Maildir (for an MTA)\n");
+		"        deliver one message into a user's Maildir (for an MTA)\n"
+		"  pigeon fetch [options] [ACCOUNT...]\n"
+		"        download mail from POP3 servers (pigeon fetch --help)\n");
 }
 
 /* Scheme name -> crypt prefix, or "scram". */
@@ -264,6 +267,8 @@ int main(int argc, char **argv)
 		return cmd_check(argc - 1, argv + 1);
 	if (strcmp(cmd, "deliver") == 0)
 		return cmd_deliver(argc - 1, argv + 1);
+	if (strcmp(cmd, "fetch") == 0)
+		return cmd_fetch(argc - 1, argv + 1);
 	if (strcmp(cmd, "-h") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "help") == 0) {
 		usage(stdout);
 		return 0;

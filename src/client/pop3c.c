@@ -85,7 +85,7 @@ int pop3c_greeting(struct pop3c *p)
 	if (pop3c_reply(p, &r) < 0)
 		return -1;
 	if (!r.ok) {
-		snprintf(p->conn.error, sizeof(p->conn.error), "%s refused the connection: %s",
+		snprintf(p->conn.error, sizeof(p->conn.error), "%s refused the connection: %.200s",
 			 p->conn.host, r.text);
 		return -1;
 	}

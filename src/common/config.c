@@ -17,6 +17,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "auth/sasl.h"
 #include "common/bounds.h"
 #include "common/buf.h"
 #include "common/ini.h"
@@ -90,6 +91,7 @@ static const struct setting settings[] = {
 	{"auth", "passwd_file", SET_STRING, OFF(passwd_file), 0, 0},
 	{"auth", "apop", SET_BOOL, OFF(apop), 0, 0},
 	{"auth", "cram_md5", SET_BOOL, OFF(cram_md5), 0, 0},
+	{"auth", "mechanisms", SET_STRING, OFF(mechanisms), 0, 0},
 	{"auth", "max_failures", SET_UINT, OFF(max_auth_failures), 1, 100},
 	{"auth", "failure_delay", SET_DURATION_MS, OFF(failure_delay_ms), 0, 60000},
 	{"auth", "max_failure_delay", SET_DURATION_MS, OFF(max_failure_delay_ms), 0, 300000},
@@ -140,6 +142,8 @@ void config_defaults(struct config *cfg)
 	cfg->outlook_no_nuls = true;
 	cfg->passwd_file = xstrdup("/etc/pigeon/users");
 	cfg->max_auth_failures = DEFAULT_MAX_AUTH_FAILURES;
+	/* SCRAM only where users have SCRAM keys: the administrator adds it. */
+	cfg->mechanisms = xstrdup("PLAIN LOGIN");
 	cfg->failure_delay_ms = DEFAULT_AUTH_FAILURE_DELAY_MS;
 	cfg->max_failure_delay_ms = DEFAULT_MAX_FAILURE_DELAY_MS;
 	cfg->ip_failure_limit = DEFAULT_IP_FAILURE_LIMIT;
@@ -465,6 +469,17 @@ int config_validate(const struct config *cfg, char *err, size_t errlen)
 			return -1;
 		}
 	}
+	char *mechs = xstrdup(cfg->mechanisms), *save = NULL;
+	for (char *m = strtok_r(mechs, " ,\t", &save); m; m = strtok_r(NULL, " ,\t", &save)) {
+		if (sasl_mech_by_name(m, strlen(m)) < 0) {
+			snprintf(err, errlen, "%s: [auth] mechanisms: unknown mechanism %.64s (known: "
+					      "SCRAM-SHA-256-PLUS SCRAM-SHA-256 PLAIN LOGIN CRAM-MD5)",
+				 name, m);
+			free(mechs);
+			return -1;
+		}
+	}
+	free(mechs);
 	if (strlen(cfg->recipient_delimiter) > 1) {
 		snprintf(err, errlen, "%s: [delivery] recipient_delimiter is one character or empty",
 			 name);

@@ -64,7 +64,8 @@ struct config {
 	/* [auth] */
 	char *passwd_file;
 	bool apop;
-	bool cram_md5;
+	bool cram_md5;                  /* adds CRAM-MD5 to mechanisms */
+	char *mechanisms;               /* SASL mechanisms offered */
 	unsigned max_auth_failures;
 	unsigned failure_delay_ms;      /* first failure from an address */
 	unsigned max_failure_delay_ms;  /* the growing delay stops here */

@@ -123,13 +123,9 @@ enum deliver_status maildir_delivery_begin(struct maildir_delivery *d, const cha
 	return errno_status(err);
 }
 
-static void put(struct maildir_delivery *d, const char *p, size_t n)
+static void write_out(struct maildir_delivery *d, const char *p, size_t n)
 {
-	if (n == 0 || d->error != 0)
-		return;
-	transform_feed(&d->size, p, n, NULL);
-	d->stored += n;
-	while (n > 0) {
+	while (n > 0 && d->error == 0) {
 		ssize_t w = write(d->tmp_fd, p, n);
 		if (w < 0 && errno == EINTR)
 			continue;
@@ -140,6 +136,28 @@ static void put(struct maildir_delivery *d, const char *p, size_t n)
 		p += w;
 		n -= (size_t)w;
 	}
+}
+
+static void flush(struct maildir_delivery *d)
+{
+	write_out(d, d->wbuf, d->wlen);
+	d->wlen = 0;
+}
+
+static void put(struct maildir_delivery *d, const char *p, size_t n)
+{
+	if (n == 0 || d->error != 0)
+		return;
+	transform_feed(&d->size, p, n, NULL);
+	d->stored += n;
+	if (d->wlen + n > sizeof(d->wbuf))
+		flush(d);
+	if (n >= sizeof(d->wbuf)) {
+		write_out(d, p, n);
+		return;
+	}
+	memcpy(d->wbuf + d->wlen, p, n);
+	d->wlen += n;
 }
 
 void maildir_delivery_write(struct maildir_delivery *d, const void *data, size_t len)
@@ -170,10 +188,11 @@ enum deliver_status maildir_delivery_commit(struct maildir_delivery *d)
 		put(d, "\r", 1);
 	}
 	transform_finish(&d->size, NULL);
+	flush(d);
 	enum deliver_status st = DELIVER_OK;
 	char tmp[300];
 	snprintf(tmp, sizeof(tmp), "tmp/%s", d->tmp_name);
-	if (d->error == 0 && fsync(d->tmp_fd) < 0)
+	if (d->error == 0 && !d->no_fsync && fsync(d->tmp_fd) < 0)
 		d->error = errno;
 	/* NFS reports write errors at close: check it. */
 	if (close(d->tmp_fd) < 0 && d->error == 0)
@@ -192,6 +211,13 @@ enum deliver_status maildir_delivery_commit(struct maildir_delivery *d)
 		log_error("maildir %s: rename into new/: %s", d->path, strerror(errno));
 		st = DELIVER_TEMP;
 		goto fail;
+	}
+	if (d->defer_dir_sync || d->no_fsync) {
+		close(d->dir_fd);
+		d->dir_fd = -1;
+		free(d->path);
+		d->path = NULL;
+		return DELIVER_OK;
 	}
 	int new_fd = openat(d->dir_fd, "new", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (new_fd < 0 || fsync(new_fd) < 0) {
@@ -235,6 +261,18 @@ void maildir_delivery_abort(struct maildir_delivery *d)
 	d->dir_fd = -1;
 	free(d->path);
 	d->path = NULL;
+}
+
+int maildir_sync_new(const char *maildir)
+{
+	char path[4096];
+	snprintf(path, sizeof(path), "%s/new", maildir);
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	int rc = fsync(fd);
+	close(fd);
+	return rc;
 }
 
 /* ",S=<n>" in a base name: the stored size. */

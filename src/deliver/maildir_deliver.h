@@ -34,6 +34,10 @@ struct maildir_delivery {
 	struct transform size;  /* counts the POP3 (CRLF) size of what is stored */
 	bool pending_cr;        /* a CR that may start a CRLF */
 	int error;              /* first write errno, 0 if none */
+	bool defer_dir_sync;    /* the caller fsyncs new/ once for many messages */
+	bool no_fsync;          /* the caller chose speed over durability */
+	char wbuf[16384];       /* small writes are gathered into one write(2) */
+	size_t wlen;
 	char final_name[300];   /* set by commit */
 };
 
@@ -47,6 +51,8 @@ enum deliver_status maildir_delivery_commit(struct maildir_delivery *d);
 /* Drop the temporary file (nothing was delivered). */
 void maildir_delivery_abort(struct maildir_delivery *d);
 
+/* fsync new/ of a Maildir (after commits with defer_dir_sync). */
+int maildir_sync_new(const char *maildir);
 /* Octets used by the messages in new/ and cur/ (from S= or the file size). */
 int maildir_usage(const char *maildir, uint64_t *bytes);
 

@@ -164,6 +164,8 @@ static bool plaintext_allowed(const struct pop3_session *s)
 /* Is this mechanism offered on this connection now? */
 static bool mechanism_usable(const struct pop3_session *s, enum sasl_mech m)
 {
+	if (!(s->cfg->mechanisms & (1u << m)))
+		return false;
 	switch (m) {
 	case SASL_MECH_SCRAM_SHA_256_PLUS:
 		return s->info.secure && (s->cb.exporter_len > 0 || s->cb.end_point_len > 0);
@@ -173,7 +175,7 @@ static bool mechanism_usable(const struct pop3_session *s, enum sasl_mech m)
 	case SASL_MECH_LOGIN:
 		return plaintext_allowed(s);
 	case SASL_MECH_CRAM_MD5:
-		return s->cfg->cram_md5;
+		return true;
 	default:
 		return false;
 	}

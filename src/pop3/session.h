@@ -30,7 +30,7 @@ struct pop3_settings {
 	unsigned max_bad_commands;
 	unsigned max_auth_failures;
 	bool apop;                  /* APOP offered (greeting has a timestamp) */
-	bool cram_md5;              /* CRAM-MD5 offered */
+	unsigned mechanisms;        /* bit (1 << enum sasl_mech) for each offered */
 	bool stls;                  /* STLS offered on this listener */
 };
 

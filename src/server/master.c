@@ -19,6 +19,7 @@
 
 #include <openssl/rand.h>
 
+#include "auth/sasl.h"
 #include "common/log.h"
 #include "common/net.h"
 #include "common/xmalloc.h"
@@ -277,6 +278,20 @@ fail:
 	return NULL;
 }
 
+/* [auth] mechanisms (checked by config_validate) as a bit mask. */
+static unsigned mechanism_mask(const struct config *cfg)
+{
+	unsigned mask = cfg->cram_md5 ? 1u << SASL_MECH_CRAM_MD5 : 0;
+	char *copy = xstrdup(cfg->mechanisms), *save = NULL;
+	for (char *m = strtok_r(copy, " ,\t", &save); m; m = strtok_r(NULL, " ,\t", &save)) {
+		int id = sasl_mech_by_name(m, strlen(m));
+		if (id >= 0)
+			mask |= 1u << id;
+	}
+	free(copy);
+	return mask;
+}
+
 static pid_t spawn(struct generation *g)
 {
 	pid_t pid = fork();
@@ -307,7 +322,7 @@ static pid_t spawn(struct generation *g)
 		.max_bad_commands = cfg->max_bad_commands,
 		.max_auth_failures = cfg->max_auth_failures,
 		.apop = cfg->apop,
-		.cram_md5 = cfg->cram_md5,
+		.mechanisms = mechanism_mask(cfg),
 		.stls = g->tls != NULL && cfg->stls,
 	};
 	if (gethostname(srv.hostname, sizeof(srv.hostname) - 1) < 0)

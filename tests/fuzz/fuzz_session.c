@@ -85,6 +85,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct pop3_settings cfg = {
 		.greeting = "ready", .implementation = "Pigeon", .login_delay = 0, .expire = -1,
 		.max_bad_commands = 20, .max_auth_failures = 3, .apop = true, .stls = true,
+		.mechanisms = ~0u,
 	};
 	struct pop3_conn_info info = {.secure = size > 0 && data[0] & 1,
 				      .plaintext_ok = size > 0 && data[0] & 2,

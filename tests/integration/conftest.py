@@ -146,7 +146,10 @@ class PigeonServer:
         self.logfile = self.dir / "pigeond.log"
         self.settings = {
             "server": {"pop3_listen": self._listen_addr(), "workers": "1"},
-            "auth": {"passwd_file": str(self.passwd), "failure_delay": "0"},
+            # SCRAM is off by default (only users with SCRAM keys can use
+            # it); the tests exercise every mechanism, so they turn it on.
+            "auth": {"passwd_file": str(self.passwd), "failure_delay": "0",
+                     "mechanisms": "SCRAM-SHA-256-PLUS SCRAM-SHA-256 PLAIN LOGIN"},
             "mail": {"location": str(self.mailroot) + "/%u/Maildir"},
             "log": {"level": "debug"},
         }

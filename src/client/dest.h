@@ -1,0 +1,63 @@
+/*
+ * dest.h - where pigeon fetch puts a message: a Maildir (default), an mbox
+ * (mboxrd quoting, fcntl + dotlock like the MTA, truncated back on failure),
+ * an MDA command (message on stdin; exit 75 = try later), or an LMTP server.
+ * A message is "committed" only when the destination has it durably: the
+ * caller records it and may DELE it on the server only after that.
+ */
+#ifndef PIGEON_DEST_H
+#define PIGEON_DEST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "client/account.h"
+#include "client/net.h"
+#include "common/buf.h"
+#include "deliver/maildir_deliver.h"
+
+enum dest_result { DEST_OK, DEST_TEMP, DEST_PERM };
+
+struct dest {
+	const struct account *a;
+	bool lmtp_open;
+	struct client_conn lmtp;
+	char error[512];
+};
+
+struct dest_msg {
+	struct dest *d;
+	/* maildir */
+	struct maildir_delivery md;
+	/* mbox */
+	int mbox_fd;
+	off_t mbox_start;
+	char *dotlock;
+	/* mda */
+	pid_t pid;
+	int pipe_fd;
+	bool pipe_broken;
+	/* lmtp */
+	bool lmtp_data;
+	bool at_line_start;
+	bool failed;
+	struct buf out;  /* mbox, MDA, LMTP: gathered writes */
+	char name[300];  /* maildir: the base name the message will get */
+};
+
+int dest_open(struct dest *d, const struct account *a);
+void dest_close(struct dest *d);
+/* Start a message; sender is for mbox From_ lines and LMTP (may be ""). */
+enum dest_result dest_begin(struct dest *d, struct dest_msg *m);
+/* One line of the message (eol=false: more of the same line follows). */
+void dest_write(struct dest_msg *m, const char *data, size_t len, bool eol);
+enum dest_result dest_commit(struct dest_msg *m);
+void dest_abort(struct dest_msg *m);
+/* Make committed messages' directory entries durable (Maildir: fsync new/). */
+int dest_sync(struct dest *d);
+/* Recovery: did a message that was to be called name arrive? (Maildir only.) */
+bool dest_has(struct dest *d, const char *name);
+
+#endif

@@ -1,0 +1,648 @@
+/*
+ * fetch.c - one account, one or more sessions:
+ *
+ *   connect, TLS (implicit or STLS, never a silent fallback), CAPA, login
+ *   STAT, UIDL, LIST  ->  plan: known / new / too big / to delete
+ *   batches of `window` messages:
+ *       RETR (pipelined when offered) -> FETCH in the journal -> destination
+ *       -> commit -> DONE in the journal
+ *       destination fsync, journal fsync   (everything above is durable)
+ *       DELE for what is durable and recorded
+ *   QUIT (the deletions take effect) -> GONE in the journal -> store saved
+ *
+ * A failure anywhere before QUIT's +OK deletes nothing; the next run sees
+ * the same UIDLs, skips what the store (or a recovered FETCH) says is
+ * already here, and sends the DELEs again.
+ */
+#include "client/fetch.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "client/dest.h"
+#include "client/pop3c.h"
+#include "client/sasl_client.h"
+#include "client/secret.h"
+#include "client/uidstore.h"
+#include "common/xmalloc.h"
+
+volatile int fetch_interrupted;
+
+enum plan { PLAN_KNOWN, PLAN_FETCH, PLAN_HEADERS, PLAN_SKIP };
+
+struct msg {
+	unsigned num;
+	uint64_t size;
+	char *uidl;     /* NULL when the server has no UIDL */
+	enum plan plan;
+	bool dele;      /* send DELE for it */
+	bool deleted;   /* DELE answered +OK */
+};
+
+struct session {
+	const struct account *a;
+	const struct fetch_options *o;
+	struct fetch_result *r;
+	struct pop3c p;
+	struct uidstore *store;
+	struct dest dest;
+	struct msg *msgs;
+	unsigned n;
+	bool tls;
+	bool has_uidl;
+	time_t now;
+	struct timespec started;
+	unsigned new_delivered;   /* in this session */
+	bool broken;              /* the connection failed: no QUIT */
+	uint64_t planned_bytes;
+	unsigned planned;
+};
+
+static double since(const struct timespec *t)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (double)(now.tv_sec - t->tv_sec) + (double)(now.tv_nsec - t->tv_nsec) / 1e9;
+}
+
+static enum fetch_status failure(struct session *s, enum fetch_status st, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static enum fetch_status failure(struct session *s, enum fetch_status st, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(s->r->message, sizeof(s->r->message), fmt, ap);
+	va_end(ap);
+	return st;
+}
+
+static enum fetch_status net_failure(struct session *s)
+{
+	s->broken = true;
+	return failure(s, FETCH_TEMP, "%s", s->p.conn.error);
+}
+
+static void progress(struct session *s, bool final)
+{
+	if (!s->o->progress)
+		return;
+	double secs = since(&s->started);
+	double rate = secs > 0 ? (double)s->r->bytes / secs : 0;
+	double left = rate > 0 && s->planned_bytes > s->r->bytes
+			      ? (double)(s->planned_bytes - s->r->bytes) / rate
+			      : 0;
+	fprintf(stderr, "\r[%s] %u/%u messages, %.1f/%.1f MB, %.1f MB/s, ETA %d:%02d   %s",
+		s->a->name, s->r->fetched, s->planned, (double)s->r->bytes / 1e6,
+		(double)s->planned_bytes / 1e6, rate / 1e6, (int)left / 60, (int)left % 60,
+		final ? "\n" : "");
+	fflush(stderr);
+}
+
+/* ---- listings ------------------------------------------------------------------ */
+
+struct listing {
+	struct session *s;
+	bool uidl;
+	bool bad;
+	char why[160];
+};
+
+/* "n value": several spaces tolerated; every number once, within 1..N. */
+static int listing_line(void *arg, const char *data, size_t len, bool eol)
+{
+	struct listing *l = arg;
+	struct session *s = l->s;
+	if (!eol || l->bad)
+		return 0;
+	char line[4096];
+	snprintf(line, sizeof(line), "%.*s", (int)(len < sizeof(line) - 1 ? len : sizeof(line) - 1),
+		 data);
+	char *end;
+	unsigned long num = strtoul(line, &end, 10);
+	if (end == line || *end != ' ' || num == 0 || num > s->n) {
+		l->bad = true;
+		snprintf(l->why, sizeof(l->why), "bad %s line \"%.60s\"", l->uidl ? "UIDL" : "LIST",
+			 line);
+		return 0;
+	}
+	while (*end == ' ')
+		end++;
+	struct msg *m = &s->msgs[num - 1];
+	if (l->uidl) {
+		if (m->uidl != NULL || *end == '\0') {
+			l->bad = true;
+			snprintf(l->why, sizeof(l->why), "message %lu listed twice or without an id by UIDL",
+				 num);
+			return 0;
+		}
+		m->uidl = xstrdup(end);
+	} else {
+		if (m->num != 0) {
+			l->bad = true;
+			snprintf(l->why, sizeof(l->why), "message %lu listed twice by LIST", num);
+			return 0;
+		}
+		m->num = (unsigned)num;
+		m->size = strtoull(end, NULL, 10);
+	}
+	return 0;
+}
+
+static enum fetch_status list_messages(struct session *s)
+{
+	struct pop3c_reply rep;
+	if (pop3c_send(&s->p, false, "STAT") < 0 || pop3c_reply(&s->p, &rep) < 0)
+		return net_failure(s);
+	if (!rep.ok) {
+		/* Gmail says "POP not enabled" here, after login. */
+		bool perm = strncasecmp(rep.code, "SYS/PERM", 8) == 0;
+		return failure(s, perm ? FETCH_PERM : FETCH_TEMP, "STAT refused: %s", rep.text);
+	}
+	unsigned long count = strtoul(rep.text, NULL, 10);
+	if (count > 10000000)
+		return failure(s, FETCH_TEMP, "STAT claims %lu messages", count);
+	s->n = (unsigned)count;
+	s->r->listed = s->n;
+	s->msgs = xcalloc(s->n ? s->n : 1, sizeof(*s->msgs));
+	struct listing l = {.s = s};
+	/* UIDL first when we can (getmail, Outlook order), then LIST. */
+	if (s->n > 0 && (s->p.has_uidl || !s->p.capa_ok)) {
+		if (pop3c_send(&s->p, false, "UIDL") < 0 || pop3c_reply(&s->p, &rep) < 0)
+			return net_failure(s);
+		if (rep.ok) {
+			l.uidl = true;
+			if (pop3c_body(&s->p, listing_line, &l, NULL) < 0)
+				return net_failure(s);
+			s->has_uidl = true;
+		} else if (s->p.has_uidl) {
+			return failure(s, FETCH_TEMP, "UIDL advertised but refused: %s", rep.text);
+		}
+	}
+	if (s->n > 0) {
+		l.uidl = false;
+		if (pop3c_send(&s->p, false, "LIST") < 0 || pop3c_reply(&s->p, &rep) < 0)
+			return net_failure(s);
+		if (!rep.ok)
+			return failure(s, FETCH_TEMP, "LIST refused: %s", rep.text);
+		if (pop3c_body(&s->p, listing_line, &l, NULL) < 0)
+			return net_failure(s);
+	}
+	if (l.bad)
+		return failure(s, FETCH_TEMP, "%s sent a broken listing: %s", s->a->host, l.why);
+	for (unsigned i = 0; i < s->n; i++) {
+		if (s->msgs[i].num == 0 || (s->has_uidl && s->msgs[i].uidl == NULL))
+			return failure(s, FETCH_TEMP, "%s did not list message %u", s->a->host, i + 1);
+	}
+	return FETCH_OK;
+}
+
+/* ---- the plan --------------------------------------------------------------------- */
+
+static enum fetch_status make_plan(struct session *s)
+{
+	const struct account *a = s->a;
+	if (!s->has_uidl && a->keep && s->n > 0)
+		return failure(s, FETCH_PERM, "%s does not support UIDL, so messages cannot be "
+					       "left on it and recognised later: keep and "
+					       "delete_after need UIDL (use delete mode)",
+			       a->host);
+	/* Two messages with one UIDL: in keep mode fetch neither and say so. */
+	for (unsigned i = 0; s->has_uidl && i < s->n; i++) {
+		struct msg *m = &s->msgs[i];
+		struct uid_entry *e = uidstore_find(s->store, m->uidl);
+		if (e != NULL) {
+			e->last_seen = s->now;
+			m->plan = PLAN_KNOWN;
+			if (e->flag == UID_DELIVERED && !a->keep)
+				m->dele = true;
+			else if (e->flag == UID_DELIVERED && a->delete_after_s > 0 &&
+				 (uint64_t)(s->now - e->first_seen) >= a->delete_after_s)
+				m->dele = true;
+			continue;
+		}
+		m->plan = PLAN_FETCH;
+	}
+	if (!s->has_uidl)
+		for (unsigned i = 0; i < s->n; i++)
+			s->msgs[i].plan = PLAN_FETCH;
+	for (unsigned i = 0; i < s->n; i++) {
+		struct msg *m = &s->msgs[i];
+		if (m->plan != PLAN_FETCH)
+			continue;
+		if (a->max_size > 0 && m->size > a->max_size) {
+			m->plan = a->oversize == OVERSIZE_HEADERS && (s->p.has_top || !s->p.capa_ok) &&
+						  s->has_uidl
+					  ? PLAN_HEADERS
+					  : PLAN_SKIP;
+			if (m->plan == PLAN_SKIP) {
+				s->r->skipped++;
+				if (!s->o->quiet)
+					fprintf(stderr, "[%s] skipping message %u (%llu octets > max_size %llu)%s\n",
+						a->name, m->num, (unsigned long long)m->size,
+						(unsigned long long)a->max_size,
+						a->oversize == OVERSIZE_HEADERS ? ": server has no TOP" : "");
+				continue;
+			}
+		}
+		s->r->waiting++;
+		s->r->waiting_bytes += m->size;
+		s->planned++;
+		s->planned_bytes += m->plan == PLAN_HEADERS ? 0 : m->size;
+	}
+	return FETCH_OK;
+}
+
+/* ---- retrieval ------------------------------------------------------------------------ */
+
+struct body_sink {
+	struct dest_msg *dm;
+	uint64_t bytes;
+};
+
+static int body_line(void *arg, const char *data, size_t len, bool eol)
+{
+	struct body_sink *b = arg;
+	dest_write(b->dm, data, len, eol);
+	return 0;
+}
+
+/* After RETR/TOP's status line: stream the body into the destination. */
+static enum fetch_status receive(struct session *s, struct msg *m, bool *delivered)
+{
+	struct pop3c_reply rep;
+	*delivered = false;
+	if (pop3c_reply(&s->p, &rep) < 0)
+		return net_failure(s);
+	if (!rep.ok) {
+		if (!s->o->quiet)
+			fprintf(stderr, "[%s] message %u: %s\n", s->a->name, m->num, rep.text);
+		s->r->failed++;
+		return FETCH_OK; /* that message only; it stays on the server */
+	}
+	struct dest_msg dm;
+	enum dest_result dr = dest_begin(&s->dest, &dm);
+	struct body_sink sink = {&dm, 0};
+	if (dr != DEST_OK) {
+		/* Read the body off the wire anyway, then give up. */
+		pop3c_body(&s->p, NULL, NULL, NULL);
+		return failure(s, dr == DEST_PERM ? FETCH_PERM : FETCH_TEMP, "%s", s->dest.error);
+	}
+	if (m->uidl != NULL && dm.name[0] != '\0') {
+		/* Where it will appear, so a crash after the rename is recognised. */
+		uidstore_fetching(s->store, m->uidl, dm.name);
+		fflush(s->store->journal);
+	}
+	uint64_t octets = 0;
+	if (pop3c_body(&s->p, body_line, &sink, &octets) < 0) {
+		dest_abort(&dm);
+		return net_failure(s);
+	}
+	dr = dest_commit(&dm);
+	if (dr != DEST_OK) {
+		/* Never DELE what was not delivered; MDA tempfail: try next run. */
+		if (!s->o->quiet)
+			fprintf(stderr, "[%s] message %u not delivered: %s\n", s->a->name, m->num,
+				s->dest.error);
+		s->r->failed++;
+		return dr == DEST_TEMP ? FETCH_TEMP : FETCH_PERM;
+	}
+	if (m->uidl != NULL)
+		uidstore_done(s->store, m->uidl,
+			      m->plan == PLAN_HEADERS ? UID_HEADERS : UID_DELIVERED, s->now);
+	*delivered = true;
+	s->r->fetched++;
+	s->r->bytes += octets;
+	s->new_delivered++;
+	if (m->plan == PLAN_FETCH && !s->a->keep)
+		m->dele = true;
+	progress(s, false);
+	return FETCH_OK;
+}
+
+static int send_retrieve(struct session *s, const struct msg *m)
+{
+	if (m->plan == PLAN_HEADERS)
+		return pop3c_send(&s->p, false, "TOP %u 0", m->num);
+	return pop3c_send(&s->p, false, "RETR %u", m->num);
+}
+
+/* DELE every message marked and not yet deleted (pipelined when we can). */
+static enum fetch_status send_deletions(struct session *s, const unsigned *idx, size_t n)
+{
+	bool pipe = s->p.has_pipelining && s->a->pipelining;
+	size_t window = pipe ? s->a->window : 1;
+	for (size_t i = 0; i < n; i += window) {
+		size_t end = i + window < n ? i + window : n;
+		for (size_t j = i; j < end; j++)
+			if (pop3c_send(&s->p, false, "DELE %u", s->msgs[idx[j]].num) < 0)
+				return net_failure(s);
+		for (size_t j = i; j < end; j++) {
+			struct msg *m = &s->msgs[idx[j]];
+			struct pop3c_reply rep;
+			if (pop3c_reply(&s->p, &rep) < 0)
+				return net_failure(s);
+			if (rep.ok) {
+				m->deleted = true;
+			} else if (!s->o->quiet) {
+				/* It stays on the server; nothing is lost. */
+				fprintf(stderr, "[%s] server refused to delete message %u: %s\n",
+					s->a->name, m->num, rep.text);
+			}
+		}
+	}
+	return FETCH_OK;
+}
+
+/* Make the batch durable, then delete it on the server. */
+static enum fetch_status commit_batch(struct session *s, unsigned *dele, size_t *n_dele)
+{
+	if (dest_sync(&s->dest) < 0)
+		return failure(s, FETCH_TEMP, "cannot make %s durable: %s", s->a->dest_arg,
+			       strerror(errno));
+	if (uidstore_sync(s->store) < 0)
+		return failure(s, FETCH_TEMP, "cannot write %s: %s", s->a->uidl_store,
+			       strerror(errno));
+	enum fetch_status st = send_deletions(s, dele, *n_dele);
+	*n_dele = 0;
+	return st;
+}
+
+static enum fetch_status retrieve_all(struct session *s)
+{
+	bool pipe = s->p.has_pipelining && s->a->pipelining;
+	size_t window = pipe ? s->a->window : 1;
+	unsigned *todo = xcalloc(s->n ? s->n : 1, sizeof(unsigned));
+	unsigned *dele = xcalloc(s->n ? s->n : 1, sizeof(unsigned));
+	size_t n_todo = 0, n_dele = 0;
+	enum fetch_status st = FETCH_OK;
+	for (unsigned i = 0; i < s->n; i++) {
+		if (s->msgs[i].plan == PLAN_FETCH || s->msgs[i].plan == PLAN_HEADERS)
+			todo[n_todo++] = i;
+		else if (s->msgs[i].dele)
+			dele[n_dele++] = i; /* delivered in an earlier run */
+	}
+	if (n_dele > 0 && (st = commit_batch(s, dele, &n_dele)) != FETCH_OK)
+		goto out;
+	for (size_t i = 0; i < n_todo && !fetch_interrupted; i += window) {
+		size_t end = i + window < n_todo ? i + window : n_todo;
+		if (pipe) {
+			for (size_t j = i; j < end; j++)
+				if (send_retrieve(s, &s->msgs[todo[j]]) < 0) {
+					st = net_failure(s);
+					goto out;
+				}
+		}
+		for (size_t j = i; j < end; j++) {
+			struct msg *m = &s->msgs[todo[j]];
+			bool delivered;
+			if (!pipe && send_retrieve(s, m) < 0) {
+				st = net_failure(s);
+				goto out;
+			}
+			enum fetch_status ms = receive(s, m, &delivered);
+			if (s->broken) {
+				st = ms; /* the connection is gone */
+				goto out;
+			}
+			if (ms != FETCH_OK) {
+				/* The destination failed: stop fetching, keep what is done. */
+				st = ms;
+				if (s->r->message[0] == '\0')
+					snprintf(s->r->message, sizeof(s->r->message), "%s", s->dest.error);
+				/* drain the rest of the pipelined answers */
+				for (size_t k = j + 1; pipe && k < end; k++) {
+					struct pop3c_reply rep;
+					if (pop3c_reply(&s->p, &rep) < 0 ||
+					    (rep.ok && pop3c_body(&s->p, NULL, NULL, NULL) < 0)) {
+						st = net_failure(s);
+						goto out;
+					}
+				}
+				end = j + 1;
+				i = n_todo; /* no more batches */
+				break;
+			}
+			if (delivered && m->dele)
+				dele[n_dele++] = todo[j];
+		}
+		enum fetch_status cs = commit_batch(s, dele, &n_dele);
+		if (cs != FETCH_OK) {
+			st = cs;
+			goto out;
+		}
+	}
+	if (n_dele > 0)
+		st = commit_batch(s, dele, &n_dele) == FETCH_OK ? st : FETCH_TEMP;
+out:
+	free(todo);
+	free(dele);
+	return st;
+}
+
+/* ---- a session ----------------------------------------------------------------------- */
+
+static enum fetch_status open_session(struct session *s, const char *secret)
+{
+	const struct account *a = s->a;
+	struct client_tls_config tls = {a->ca_file, a->fingerprint, true};
+	s->p.trace = s->o->verbose;
+	if (client_connect(&s->p.conn, a->host, a->port, a->connect_timeout_ms, a->timeout_ms) < 0)
+		return net_failure(s);
+	if (a->tls == ACCOUNT_TLS_IMPLICIT) {
+		if (client_start_tls(&s->p.conn, &tls) < 0)
+			return failure(s, FETCH_TEMP, "%s", s->p.conn.error);
+		s->tls = true;
+	}
+	if (pop3c_greeting(&s->p) < 0 || pop3c_capa(&s->p) < 0)
+		return net_failure(s);
+	if (a->tls == ACCOUNT_TLS_STARTTLS) {
+		/* RFC 2595 §4; no silent fallback to plaintext, ever. */
+		if (s->p.capa_ok && !s->p.has_stls)
+			return failure(s, FETCH_PERM, "%s does not offer STLS (tls = starttls)", a->host);
+		struct pop3c_reply rep;
+		if (pop3c_send(&s->p, false, "STLS") < 0 || pop3c_reply(&s->p, &rep) < 0)
+			return net_failure(s);
+		if (!rep.ok)
+			return failure(s, FETCH_PERM, "%s refused STLS: %s", a->host, rep.text);
+		if (client_start_tls(&s->p.conn, &tls) < 0)
+			return failure(s, FETCH_TEMP, "%s", s->p.conn.error);
+		s->tls = true;
+		/* Forget what was learnt in the clear, the APOP timestamp too. */
+		s->p.apop_timestamp[0] = '\0';
+		if (pop3c_capa(&s->p) < 0)
+			return net_failure(s);
+	}
+	if (s->o->probe)
+		return FETCH_OK;
+	char why[768];
+	enum fetch_status st = client_login(&s->p, a, secret, s->tls, why, sizeof(why));
+	if (st != FETCH_OK)
+		return failure(s, st, "%s", why);
+	/* mutt, mpop: CAPA again after login (capabilities may grow). */
+	if (!s->p.capa_ok || !s->p.has_uidl)
+		pop3c_capa(&s->p);
+	return FETCH_OK;
+}
+
+static void quit(struct session *s, bool *committed)
+{
+	struct pop3c_reply rep;
+	*committed = pop3c_send(&s->p, false, "QUIT") == 0 && pop3c_reply(&s->p, &rep) == 0 &&
+		     rep.ok;
+}
+
+static void print_probe(struct session *s)
+{
+	char desc[128], fp[160] = "";
+	client_tls_describe(&s->p.conn, desc, sizeof(desc));
+	client_tls_fingerprint(&s->p.conn, fp, sizeof(fp));
+	printf("[%s] %s port %u\n  greeting: %s\n  TLS: %s\n", s->a->name, s->a->host, s->a->port,
+	       s->p.greeting, desc);
+	if (fp[0] != '\0') {
+		struct buf chain = BUF_INIT;
+		client_tls_chain(&s->p.conn, &chain);
+		printf("  certificate fingerprint: %s\n  certificate chain:\n%s", fp,
+		       chain.data ? chain.data : "");
+		buf_free(&chain);
+	}
+	printf("  CAPA:%s\n", s->p.capa_ok ? "" : " (not supported)");
+	if (s->p.capa_raw.data != NULL) {
+		char *copy = xstrdup(s->p.capa_raw.data);
+		char *save = NULL;
+		for (char *l = strtok_r(copy, "\n", &save); l; l = strtok_r(NULL, "\n", &save))
+			printf("    %s\n", l);
+		free(copy);
+	}
+	enum account_auth auth = client_choose_auth(&s->p, s->a, s->tls);
+	printf("  login would use: %s%s\n", client_auth_name(auth),
+	       !s->tls && !s->a->allow_plaintext ? " (refused: no TLS)" : "");
+}
+
+static enum fetch_status run_session(const struct account *a, const struct fetch_options *o,
+				     struct fetch_result *r, struct uidstore *store,
+				     const char *secret, unsigned *delivered)
+{
+	struct session s = {.a = a, .o = o, .r = r, .store = store};
+	s.now = time(NULL);
+	clock_gettime(CLOCK_MONOTONIC, &s.started);
+	dest_open(&s.dest, a);
+	enum fetch_status st = open_session(&s, secret);
+	bool committed = false;
+	if (st == FETCH_OK && o->probe) {
+		print_probe(&s);
+		quit(&s, &committed);
+		goto out;
+	}
+	if (st == FETCH_OK)
+		st = list_messages(&s);
+	if (st == FETCH_OK)
+		st = make_plan(&s);
+	if (st == FETCH_OK && o->check) {
+		quit(&s, &committed);
+		goto out;
+	}
+	if (st == FETCH_OK) {
+		/* Pending FETCH records from a crash: delivered after all? */
+		for (size_t i = 0; i < store->n_pending; i++) {
+			if (dest_has(&s.dest, store->pending[i].name))
+				uidstore_done(store, store->pending[i].uidl, UID_DELIVERED, s.now);
+		}
+		if (store->n_pending > 0) {
+			/* Re-plan with what was recovered. */
+			for (unsigned i = 0; i < s.n; i++)
+				if (s.msgs[i].plan == PLAN_FETCH && s.msgs[i].uidl &&
+				    uidstore_find(store, s.msgs[i].uidl) != NULL) {
+					s.msgs[i].plan = PLAN_KNOWN;
+					s.msgs[i].dele = !a->keep;
+					r->waiting--;
+				}
+		}
+		st = retrieve_all(&s);
+	}
+	/* While the connection works, QUIT commits the deletions made so far
+	 * (each only for a message already durable and recorded). */
+	if (!s.broken && s.p.conn.fd >= 0)
+		quit(&s, &committed);
+	if (committed) {
+		for (unsigned i = 0; i < s.n; i++) {
+			if (s.msgs[i].deleted) {
+				r->deleted++;
+				if (s.msgs[i].uidl)
+					uidstore_gone(store, s.msgs[i].uidl);
+			}
+		}
+	} else if (st == FETCH_OK) {
+		st = failure(&s, FETCH_TEMP, "QUIT was not answered: no deletion took effect");
+	}
+	/* Forget old entries only after a complete, committed listing. */
+	uidstore_save(store, committed && s.has_uidl && st == FETCH_OK, s.now);
+	*delivered = s.new_delivered;
+	progress(&s, true);
+out:
+	for (unsigned i = 0; i < s.n; i++)
+		free(s.msgs[i].uidl);
+	free(s.msgs);
+	dest_close(&s.dest);
+	pop3c_free(&s.p);
+	return st;
+}
+
+enum fetch_status fetch_account(const struct account *a, const struct fetch_options *o,
+				struct fetch_result *r)
+{
+	memset(r, 0, sizeof(*r));
+	struct timespec t0;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	char why[768] = "";
+	char *secret = NULL;
+	struct uidstore store;
+	bool busy = false;
+	enum fetch_status st = FETCH_OK;
+	if (!o->probe) {
+		secret = secret_get(a, why, sizeof(why));
+		if (secret == NULL) {
+			snprintf(r->message, sizeof(r->message), "%s", why);
+			return r->status = FETCH_CONFIG;
+		}
+	}
+	if (uidstore_open(&store, a->uidl_store, &busy, why, sizeof(why)) < 0) {
+		snprintf(r->message, sizeof(r->message), "%s", why);
+		uidstore_close(&store);
+		secret_free(secret);
+		return r->status = busy ? FETCH_TEMP : FETCH_CONFIG;
+	}
+	bool retried_token = false;
+	/* Gmail lists about 250 messages per session: go on while sessions bring
+	 * new mail, up to max_sessions. */
+	for (unsigned n = 0; n < a->max_sessions && !fetch_interrupted; n++) {
+		unsigned delivered = 0;
+		r->sessions++;
+		st = run_session(a, o, r, &store, secret, &delivered);
+		if (st == FETCH_AUTH && !retried_token && a->password_command != NULL &&
+		    (a->auth == AUTH_XOAUTH2 || a->auth == AUTH_OAUTHBEARER)) {
+			/* An expired token: run the command once more. */
+			retried_token = true;
+			secret_free(secret);
+			secret = secret_get(a, why, sizeof(why));
+			if (secret == NULL)
+				break;
+			n--;
+			continue;
+		}
+		if (st != FETCH_OK || o->check || o->probe || delivered == 0)
+			break;
+	}
+	secret_free(secret);
+	uidstore_close(&store);
+	r->seconds = since(&t0);
+	if (fetch_interrupted && st == FETCH_OK)
+		st = FETCH_TEMP;
+	return r->status = st;
+}
