@@ -82,7 +82,7 @@ static void report(const struct account *a, const struct fetch_result *r, bool j
 	}
 	if (r->status != FETCH_OK)
 		fprintf(stderr, "[%s] error: %s\n", a->name, r->message);
-	if (quiet)
+	if (quiet || (r->status != FETCH_OK && r->fetched == 0))
 		return;
 	if (check)
 		printf("[%s] %u new messages (%.1f MB) waiting, %u on the server\n", a->name,

@@ -317,8 +317,9 @@ int uidstore_save(struct uidstore *s, bool prune, time_t now)
 		bool ok = write(fd, b.data, b.len) == (ssize_t)b.len && fsync(fd) == 0;
 		ok = close(fd) == 0 && ok;
 		if (ok && rename(tmp, s->path) == 0 && fsync_dir(s->path) == 0) {
-			/* The store now holds everything: start a fresh journal. */
-			if (ftruncate(fileno(s->journal), 0) == 0 && fflush(s->journal) == 0)
+			/* The store now holds everything: start a fresh journal
+			 * (lines still in stdio's buffer are in the store too). */
+			if (fflush(s->journal) == 0 && ftruncate(fileno(s->journal), 0) == 0)
 				rc = 0;
 			s->dirty = false;
 		}
