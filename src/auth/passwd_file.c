@@ -143,6 +143,13 @@ static int reload_if_changed(struct passwd_db *db)
 						  rec.gid, xstrdup(rec.home), xstrdup(rec.extra)};
 	}
 	OPENSSL_cleanse(line, sizeof(line));
+	if (ferror(f)) {
+		/* e.g. a directory where the file should be: never an empty list */
+		log_error("passwd-file %s: read error: %s", db->path, strerror(errno));
+		fclose(f);
+		free_entries(entries, count);
+		return -1;
+	}
 	fclose(f);
 	if (count > 0)
 		qsort(entries, count, sizeof(*entries), entry_cmp);

@@ -107,8 +107,14 @@ int cmd_deliver(int argc, char **argv)
 			return EX_USAGE;
 		}
 	}
+	if (optind != argc)
+		return fail(EX_USAGE, "5.3.0", "usage: pigeon deliver [-c CONFIG] [-f SENDER] "
+					       "[-a RECIPIENT] [-u USER] < message");
 	signal(SIGPIPE, SIG_IGN);
-	log_init("pigeon-deliver", true, LOG_LEVEL_WARNING);
+	/* Details go to syslog: the MTA reads one coded line from stderr. */
+	log_init("pigeon-deliver", false, LOG_LEVEL_INFO);
+	if (sender == NULL)
+		sender = getenv("SENDER");
 	if (recipient == NULL)
 		recipient = getenv("RECIPIENT");
 	if (user == NULL && recipient == NULL)
@@ -151,14 +157,18 @@ int cmd_deliver(int argc, char **argv)
 	char *line = NULL;
 	size_t cap = 0;
 	ssize_t n;
-	bool first = true, skipping = false, in_headers = true;
+	bool first = true, envelope = false, skipping = false, in_headers = true;
+	/* Postfix puts its own trace block (Return-Path, X-Original-To,
+	 * Delivered-To) right after the From_ line; its Delivered-To names this
+	 * recipient and is not a loop. Loops are looked for below that block. */
+	bool mta_block = false, mta_delivered_to = false;
 	uint64_t total = 0;
 	while (in_headers && (n = getline(&line, &cap, stdin)) > 0) {
 		size_t len = (size_t)n;
 		total += len;
-		if (first && len >= 5 && strncmp(line, "From ", 5) == 0) {
+		if (first && !envelope && len >= 5 && strncmp(line, "From ", 5) == 0) {
 			/* Postfix's mbox envelope line: the sender if -f was not given. */
-			first = false;
+			envelope = mta_block = true;
 			if (sender == NULL) {
 				size_t sl = strcspn(line + 5, " \t\r\n");
 				envelope_sender = xstrndup(line + 5, sl);
@@ -182,12 +192,18 @@ int cmd_deliver(int argc, char **argv)
 		}
 		bool continuation = line[0] == ' ' || line[0] == '\t';
 		if (!continuation) {
+			if (mta_block && !header_is(line, len, "Return-Path") &&
+			    !header_is(line, len, "X-Original-To") && !header_is(line, len, "Delivered-To"))
+				mta_block = false;
 			skipping = sender != NULL && header_is(line, len, "Return-Path");
 			if (recipient != NULL && header_is(line, len, "Delivered-To")) {
 				const char *v;
 				size_t vlen;
 				header_value(line, len, &v, &vlen);
-				if (vlen == strlen(recipient) && strncasecmp(v, recipient, vlen) == 0) {
+				bool same = vlen == strlen(recipient) && strncasecmp(v, recipient, vlen) == 0;
+				if (same && mta_block) {
+					mta_delivered_to = true; /* the MTA's own: keep it, add none */
+				} else if (same) {
 					free(line);
 					status = fail(EX_DATAERR, "5.4.6", "mail loop: already delivered to <%s>",
 						      recipient);
@@ -213,6 +229,7 @@ int cmd_deliver(int argc, char **argv)
 
 	enum deliver_status st = maildir_delivery_begin(&d, target.maildir);
 	if (st != DELIVER_OK) {
+		maildir_delivery_abort(&d);
 		free(line);
 		status = st == DELIVER_PERM ? fail(EX_CANTCREAT, "5.2.0", "cannot create %s", target.maildir)
 					    : fail(EX_TEMPFAIL, "4.3.0", "cannot write to %s", target.maildir);
@@ -221,7 +238,7 @@ int cmd_deliver(int argc, char **argv)
 	struct buf trace = BUF_INIT;
 	struct trace_info tr = {
 		.sender = sender,
-		.recipient = recipient != NULL && cfg.delivered_to ? recipient : NULL,
+		.recipient = recipient != NULL && cfg.delivered_to && !mta_delivered_to ? recipient : NULL,
 	};
 	deliver_trace_headers(&trace, &tr);
 	maildir_delivery_write(&d, trace.data, trace.len);
@@ -258,8 +275,7 @@ int cmd_deliver(int argc, char **argv)
 	}
 	/* Exit 0 only now: the message is durable in new/. */
 out:
-	if (d.tmp_fd >= 0 || d.dir_fd >= 0)
-		maildir_delivery_abort(&d);
+	maildir_delivery_abort(&d); /* nothing left if it was committed */
 	deliver_target_clear(&target);
 out_cfg:
 	buf_free(&head);
