@@ -71,22 +71,8 @@ static int check_tls(const struct config *cfg, FILE *err)
 {
 	if (!config_has_tls(cfg))
 		return 0;
-	size_t n = 1 + cfg->n_sni;
-	struct tls_cert_config *certs = xcalloc(n, sizeof(*certs));
-	certs[0] = (struct tls_cert_config){NULL, cfg->tls_cert, cfg->tls_key};
-	for (size_t i = 0; i < cfg->n_sni; i++)
-		certs[i + 1] = (struct tls_cert_config){cfg->sni[i].name, cfg->sni[i].cert,
-							cfg->sni[i].key};
-	struct tls_server_config tc = {
-		.certs = certs,
-		.n_certs = n,
-		.min_version = cfg->tls_min_version == 13 ? TLS1_3_VERSION : TLS1_2_VERSION,
-		.ciphers = cfg->tls_ciphers[0] ? cfg->tls_ciphers : NULL,
-		.ciphersuites = cfg->tls_ciphersuites[0] ? cfg->tls_ciphersuites : NULL,
-	};
 	char msg[768];
-	struct tls_server *ts = tls_server_new(&tc, msg, sizeof(msg));
-	free(certs);
+	struct tls_server *ts = tls_server_from_config(cfg, msg, sizeof(msg));
 	if (ts == NULL) {
 		fprintf(err, "pigeon: %s: [tls] %s\n", cfg->path, msg);
 		return 1;

@@ -15,6 +15,7 @@
 #include "auth/passwd_file.h"
 #include "common/bounds.h"
 #include "common/buf.h"
+#include "common/fsutil.h"
 #include "common/xmalloc.h"
 
 static int lock_file(const char *path, char *err, size_t errlen)
@@ -45,18 +46,6 @@ static bool line_is_user(const char *line, const char *user)
 {
 	size_t n = strlen(user);
 	return strncmp(line, user, n) == 0 && line[n] == ':';
-}
-
-static int fsync_dir_of(const char *path)
-{
-	char *copy = xstrdup(path);
-	int fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	free(copy);
-	if (fd < 0)
-		return -1;
-	int rc = fsync(fd);
-	close(fd);
-	return rc;
 }
 
 static bool all_digits(const char *s)
@@ -168,7 +157,7 @@ int passwd_edit(const char *path, const struct passwd_edit *e, char *err, size_t
 		unlink(tmp);
 		goto out;
 	}
-	fsync_dir_of(path);
+	fsync_parent(path);
 	rc = 0;
 out:
 	buf_wipe(&out);

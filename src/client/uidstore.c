@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "common/buf.h"
+#include "common/fsutil.h"
 #include "common/xmalloc.h"
 
 static size_t hash(const char *s)
@@ -105,23 +106,6 @@ static int unescape(char *s)
 		p += 2;
 	}
 	*o = '\0';
-	return 0;
-}
-
-static int mkdir_parents(const char *path)
-{
-	char *copy = xstrdup(path);
-	for (char *p = copy + 1; *p; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		if (mkdir(copy, 0700) < 0 && errno != EEXIST) {
-			free(copy);
-			return -1;
-		}
-		*p = '/';
-	}
-	free(copy);
 	return 0;
 }
 
@@ -283,18 +267,6 @@ int uidstore_sync(struct uidstore *s)
 	return 0;
 }
 
-static int fsync_dir(const char *path)
-{
-	char *copy = xstrdup(path);
-	int fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	free(copy);
-	if (fd < 0)
-		return -1;
-	int rc = fsync(fd);
-	close(fd);
-	return rc;
-}
-
 int uidstore_save(struct uidstore *s, bool prune, time_t now)
 {
 	if (!s->dirty && !prune)
@@ -316,7 +288,7 @@ int uidstore_save(struct uidstore *s, bool prune, time_t now)
 	if (fd >= 0) {
 		bool ok = write(fd, b.data, b.len) == (ssize_t)b.len && fsync(fd) == 0;
 		ok = close(fd) == 0 && ok;
-		if (ok && rename(tmp, s->path) == 0 && fsync_dir(s->path) == 0) {
+		if (ok && rename(tmp, s->path) == 0 && fsync_parent(s->path) == 0) {
 			/* The store now holds everything: start a fresh journal
 			 * (lines still in stdio's buffer are in the store too). */
 			if (fflush(s->journal) == 0 && ftruncate(fileno(s->journal), 0) == 0)

@@ -14,26 +14,8 @@
 #include <openssl/rand.h>
 
 #include "common/log.h"
+#include "common/fsutil.h"
 #include "common/xmalloc.h"
-
-static int mkdir_p(const char *path)
-{
-	char *copy = xstrdup(path);
-	int rc = 0;
-	for (char *p = copy + 1; rc == 0; p++) {
-		if (*p != '/' && *p != '\0')
-			continue;
-		char saved = *p;
-		*p = '\0';
-		if (mkdir(copy, 0700) < 0 && errno != EEXIST)
-			rc = -1;
-		*p = saved;
-		if (saved == '\0')
-			break;
-	}
-	free(copy);
-	return rc;
-}
 
 static enum deliver_status errno_status(int err)
 {

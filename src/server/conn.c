@@ -38,6 +38,7 @@
 #include "common/log.h"
 #include "common/net.h"
 #include "common/xmalloc.h"
+#include "server/framing.h"
 #include "server/lmtp_conn.h"
 #include "server/login.h"
 #include "server/server.h"
@@ -77,7 +78,7 @@ struct conn {
 	char tls_desc[96];
 
 	/* line framing */
-	bool discarding;              /* inside an overlong line */
+	struct framer framer;
 	bool eof;                     /* the client will send nothing more */
 	struct buf line;
 
@@ -721,16 +722,9 @@ static void process(struct conn *c)
 	while (handle_request(c)) {
 		if (c->closed)
 			return;
-		size_t limit = pop3_session_line_limit(c->session);
-		size_t eol_len = 0;
-		struct evbuffer_ptr eol = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_CRLF);
-		if (eol.pos < 0) {
-			/* No complete line yet. A line that already exceeds the limit
-			 * is dropped as it arrives; -ERR comes when it ends. */
-			if (evbuffer_get_length(in) >= limit) {
-				c->discarding = true;
-				evbuffer_drain(in, evbuffer_get_length(in));
-			}
+		enum frame_result fr = frame_next(&c->framer, in, pop3_session_line_limit(c->session),
+						  EVBUFFER_EOL_CRLF, &c->line);
+		if (fr == FRAME_NONE) {
 			if (c->eof) {
 				/* Everything the client sent has been answered. */
 				close_when_flushed(c, "client disconnected");
@@ -738,20 +732,12 @@ static void process(struct conn *c)
 			}
 			break;
 		}
-		size_t len = (size_t)eol.pos;
-		if (c->discarding || len + eol_len > limit) {
-			evbuffer_drain(in, len + eol_len);
-			c->discarding = false;
+		if (fr == FRAME_OVERLONG) {
 			pop3_session_input_overlong(c->session);
 		} else {
-			buf_clear(&c->line);
-			buf_reserve(&c->line, len);
-			evbuffer_remove(in, c->line.data, len);
-			evbuffer_drain(in, eol_len);
-			c->line.data[len] = '\0';
-			pop3_session_input(c->session, c->line.data, len);
+			pop3_session_input(c->session, c->line.data, c->line.len);
 			/* A SASL response may hold a password: do not keep it. */
-			OPENSSL_cleanse(c->line.data, len);
+			OPENSSL_cleanse(c->line.data, c->line.len);
 		}
 		flush_session(c);
 	}

@@ -32,6 +32,7 @@
 #include "deliver/deliver.h"
 #include "deliver/maildir_deliver.h"
 #include "lmtp/lmtp.h"
+#include "server/framing.h"
 #include "server/server.h"
 #include "server/workpool.h"
 
@@ -70,7 +71,7 @@ struct lmtp_conn {
 	char peer[INET6_ADDRSTRLEN + 8];
 	struct timespec started;
 	struct buf line;
-	bool discarding;
+	struct framer framer;
 	bool eof;
 	bool closing;
 	bool closed;
@@ -400,37 +401,23 @@ static void process(struct lmtp_conn *c)
 	while (handle_request(c)) {
 		if (c->closed)
 			return;
-		size_t limit = lmtp_session_line_limit(c->session);
 		/* In DATA only CRLF ends a line: a bare LF (and so "\n.\n") is
 		 * message text, never the end of the data (SMTP smuggling). */
-		enum evbuffer_eol_style eol_style =
+		enum evbuffer_eol_style style =
 			lmtp_session_in_data(c->session) ? EVBUFFER_EOL_CRLF_STRICT : EVBUFFER_EOL_CRLF;
-		size_t eol_len = 0;
-		struct evbuffer_ptr eol = evbuffer_search_eol(in, NULL, &eol_len, eol_style);
-		if (eol.pos < 0) {
-			if (evbuffer_get_length(in) >= limit) {
-				c->discarding = true;
-				evbuffer_drain(in, evbuffer_get_length(in));
-			}
+		enum frame_result fr =
+			frame_next(&c->framer, in, lmtp_session_line_limit(c->session), style, &c->line);
+		if (fr == FRAME_NONE) {
 			if (c->eof) {
 				close_when_flushed(c, "client disconnected");
 				return;
 			}
 			break;
 		}
-		size_t len = (size_t)eol.pos;
-		if (c->discarding || len + eol_len > limit) {
-			evbuffer_drain(in, len + eol_len);
-			c->discarding = false;
+		if (fr == FRAME_OVERLONG)
 			lmtp_session_input_overlong(c->session);
-		} else {
-			buf_clear(&c->line);
-			buf_reserve(&c->line, len);
-			evbuffer_remove(in, c->line.data, len);
-			evbuffer_drain(in, eol_len);
-			c->line.data[len] = '\0';
-			lmtp_session_input(c->session, c->line.data, len);
-		}
+		else
+			lmtp_session_input(c->session, c->line.data, c->line.len);
 		write_body(c);
 		flush_session(c);
 	}

@@ -206,26 +206,6 @@ static void free_generation(struct generation *g)
 	free(g);
 }
 
-static struct tls_server *load_tls(const struct config *cfg, char *err, size_t errlen)
-{
-	size_t n = 1 + cfg->n_sni;
-	struct tls_cert_config *certs = xcalloc(n, sizeof(*certs));
-	certs[0] = (struct tls_cert_config){NULL, cfg->tls_cert, cfg->tls_key};
-	for (size_t i = 0; i < cfg->n_sni; i++)
-		certs[i + 1] = (struct tls_cert_config){cfg->sni[i].name, cfg->sni[i].cert,
-							cfg->sni[i].key};
-	struct tls_server_config tc = {
-		.certs = certs,
-		.n_certs = n,
-		.min_version = cfg->tls_min_version == 13 ? TLS1_3_VERSION : TLS1_2_VERSION,
-		.ciphers = cfg->tls_ciphers[0] ? cfg->tls_ciphers : NULL,
-		.ciphersuites = cfg->tls_ciphersuites[0] ? cfg->tls_ciphersuites : NULL,
-	};
-	struct tls_server *ts = tls_server_new(&tc, err, errlen);
-	free(certs);
-	return ts;
-}
-
 /* As root, the workers must be able to become [server] user: find out now,
  * not after forking them. */
 static int check_user(const struct config *cfg)
@@ -259,7 +239,7 @@ static struct generation *prepare(struct config *cfg, const struct generation *p
 		goto fail;
 	if (config_has_tls(cfg)) {
 		char err[768];
-		g->tls = load_tls(cfg, err, sizeof(err));
+		g->tls = tls_server_from_config(cfg, err, sizeof(err));
 		if (g->tls == NULL) {
 			log_error("%s: [tls] %s", cfg->path, err);
 			goto fail;

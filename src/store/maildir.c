@@ -18,6 +18,7 @@
 
 #include "common/buf.h"
 #include "common/log.h"
+#include "common/fsutil.h"
 #include "common/xmalloc.h"
 #include "store/transform.h"
 
@@ -83,25 +84,6 @@ static bool name_time(const char *name, int64_t *out)
 }
 
 /* ---- directories and lock ------------------------------------------- */
-
-static int mkdir_p(const char *path)
-{
-	char *copy = xstrdup(path);
-	int rc = 0;
-	for (char *p = copy + 1; rc == 0; p++) {
-		if (*p != '/' && *p != '\0')
-			continue;
-		char saved = *p;
-		*p = '\0';
-		if (mkdir(copy, 0700) < 0 && errno != EEXIST)
-			rc = -1;
-		*p = saved;
-		if (saved == '\0')
-			break;
-	}
-	free(copy);
-	return rc;
-}
 
 static int open_subdir(int dir_fd, const char *name)
 {

@@ -11,6 +11,7 @@
 #include <openssl/objects.h>
 #include <openssl/x509.h>
 
+#include "common/config.h"
 #include "common/xmalloc.h"
 
 struct tls_server {
@@ -164,6 +165,26 @@ void tls_server_free(struct tls_server *ts)
 	free(ts->ctx);
 	free(ts->names);
 	free(ts);
+}
+
+struct tls_server *tls_server_from_config(const struct config *cfg, char *err, size_t errlen)
+{
+	size_t n = 1 + cfg->n_sni;
+	struct tls_cert_config *certs = xcalloc(n, sizeof(*certs));
+	certs[0] = (struct tls_cert_config){NULL, cfg->tls_cert, cfg->tls_key};
+	for (size_t i = 0; i < cfg->n_sni; i++)
+		certs[i + 1] = (struct tls_cert_config){cfg->sni[i].name, cfg->sni[i].cert,
+							cfg->sni[i].key};
+	struct tls_server_config tc = {
+		.certs = certs,
+		.n_certs = n,
+		.min_version = cfg->tls_min_version == 13 ? TLS1_3_VERSION : TLS1_2_VERSION,
+		.ciphers = cfg->tls_ciphers[0] ? cfg->tls_ciphers : NULL,
+		.ciphersuites = cfg->tls_ciphersuites[0] ? cfg->tls_ciphersuites : NULL,
+	};
+	struct tls_server *ts = tls_server_new(&tc, err, errlen);
+	free(certs);
+	return ts;
 }
 
 SSL *tls_server_ssl(struct tls_server *ts)

@@ -35,7 +35,10 @@ struct tls_server_config {
 };
 
 struct tls_server;
+struct config;
 
+/* The [tls] and [tls:NAME] settings of pigeond's configuration. */
+struct tls_server *tls_server_from_config(const struct config *cfg, char *err, size_t errlen);
 /* Load and check every certificate and key. On failure returns NULL with a
  * message naming the file and the problem. */
 struct tls_server *tls_server_new(const struct tls_server_config *cfg, char *err, size_t errlen);
