@@ -25,6 +25,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/x509.h>
+
 #include "client/dest.h"
 #include "client/pop3c.h"
 #include "client/sasl_client.h"
@@ -59,6 +61,7 @@ struct session {
 	time_t now;
 	struct timespec started;
 	unsigned new_delivered;   /* in this session */
+	bool first;               /* the run's first session: report skips */
 	bool broken;              /* the connection failed: no QUIT */
 	uint64_t planned_bytes;
 	unsigned planned;
@@ -242,6 +245,9 @@ static enum fetch_status make_plan(struct session *s)
 					  ? PLAN_HEADERS
 					  : PLAN_SKIP;
 			if (m->plan == PLAN_SKIP) {
+				/* Every session sees them again: count and say it once. */
+				if (!s->first)
+					continue;
 				s->r->skipped++;
 				if (!s->o->quiet)
 					fprintf(stderr, "[%s] skipping message %u (%llu octets > max_size %llu)%s\n",
@@ -451,7 +457,8 @@ out:
 static enum fetch_status open_session(struct session *s, const char *secret)
 {
 	const struct account *a = s->a;
-	struct client_tls_config tls = {a->ca_file, a->fingerprint, true};
+	/* --probe looks at a broken certificate too (and says it is broken). */
+	struct client_tls_config tls = {a->ca_file, a->fingerprint, !s->o->probe};
 	s->p.trace = s->o->verbose;
 	if (client_connect(&s->p.conn, a->host, a->port, a->connect_timeout_ms, a->timeout_ms) < 0)
 		return net_failure(s);
@@ -506,6 +513,9 @@ static void print_probe(struct session *s)
 	printf("[%s] %s port %u\n  greeting: %s\n  TLS: %s\n", s->a->name, s->a->host, s->a->port,
 	       s->p.greeting, desc);
 	if (fp[0] != '\0') {
+		long vr = SSL_get_verify_result(s->p.conn.ssl);
+		printf("  certificate check: %s\n",
+		       vr == X509_V_OK ? "OK" : X509_verify_cert_error_string(vr));
 		struct buf chain = BUF_INIT;
 		client_tls_chain(&s->p.conn, &chain);
 		printf("  certificate fingerprint: %s\n  certificate chain:\n%s", fp,
@@ -527,9 +537,9 @@ static void print_probe(struct session *s)
 
 static enum fetch_status run_session(const struct account *a, const struct fetch_options *o,
 				     struct fetch_result *r, struct uidstore *store,
-				     const char *secret, unsigned *delivered)
+				     const char *secret, bool first, unsigned *delivered)
 {
-	struct session s = {.a = a, .o = o, .r = r, .store = store};
+	struct session s = {.a = a, .o = o, .r = r, .store = store, .first = first};
 	s.now = time(NULL);
 	clock_gettime(CLOCK_MONOTONIC, &s.started);
 	dest_open(&s.dest, a);
@@ -624,7 +634,7 @@ enum fetch_status fetch_account(const struct account *a, const struct fetch_opti
 	for (unsigned n = 0; n < a->max_sessions && !fetch_interrupted; n++) {
 		unsigned delivered = 0;
 		r->sessions++;
-		st = run_session(a, o, r, &store, secret, &delivered);
+		st = run_session(a, o, r, &store, secret, r->sessions == 1, &delivered);
 		if (st == FETCH_AUTH && !retried_token && a->password_command != NULL &&
 		    (a->auth == AUTH_XOAUTH2 || a->auth == AUTH_OAUTHBEARER)) {
 			/* An expired token: run the command once more. */

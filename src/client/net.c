@@ -185,7 +185,10 @@ int client_start_tls(struct client_conn *c, const struct client_tls_config *tls)
 		SSL_CTX_set_default_verify_paths(c->ctx);
 	}
 	bool pinned = tls->fingerprint != NULL && tls->fingerprint[0] != '\0';
-	SSL_CTX_set_verify(c->ctx, tls->verify && !pinned ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, NULL);
+	/* The chain and the name are checked during the handshake, but judged
+	 * right after it (before a byte of ours is sent), so the error can
+	 * describe the certificate that was refused. */
+	SSL_CTX_set_verify(c->ctx, SSL_VERIFY_NONE, NULL);
 	c->ssl = SSL_new(c->ctx);
 	SSL_set_fd(c->ssl, c->fd);
 	/* RFC 9525: DNS names checked against SAN dNSName (wildcards only in
@@ -198,19 +201,19 @@ int client_start_tls(struct client_conn *c, const struct client_tls_config *tls)
 		SSL_set1_host(c->ssl, c->host);
 	}
 	if (SSL_connect(c->ssl) != 1) {
-		long vr = SSL_get_verify_result(c->ssl);
-		X509 *cert = SSL_get0_peer_certificate(c->ssl);
-		char why[256], names[768] = "no certificate";
-		if (cert != NULL)
-			describe_cert(cert, names, sizeof(names));
-		if (vr != X509_V_OK) {
-			ERR_clear_error();
-			return fail(c, "certificate of %s not accepted: %s (expected the name %s; the "
-				       "certificate holds %s)",
-				    c->host, X509_verify_cert_error_string(vr), c->host, names);
-		}
+		char why[256];
 		tls_error_string(why, sizeof(why));
 		return fail(c, "TLS handshake with %s failed: %s", c->host, why);
+	}
+	long vr = SSL_get_verify_result(c->ssl);
+	if (tls->verify && !pinned && vr != X509_V_OK) {
+		X509 *cert = SSL_get0_peer_certificate(c->ssl);
+		char names[768] = "no certificate";
+		if (cert != NULL)
+			describe_cert(cert, names, sizeof(names));
+		return fail(c, "certificate of %s not accepted: %s (expected the name %s; the "
+			       "certificate holds %s)",
+			    c->host, X509_verify_cert_error_string(vr), c->host, names);
 	}
 	if (pinned) {
 		char fp[128];

@@ -26,7 +26,10 @@ int pop3c_send(struct pop3c *p, bool secret, const char *fmt, ...)
 		if (secret) {
 			/* Keep the command word, hide the rest: "PASS ****". */
 			size_t kw = strcspn(line, " ");
-			fprintf(stderr, "C: %.*s%s\n", (int)kw, line, line[kw] ? " ****" : "****");
+			if (line[kw] == '\0') /* a bare SASL response: all of it is secret */
+				fprintf(stderr, "C: ****\n");
+			else
+				fprintf(stderr, "C: %.*s ****\n", (int)kw, line);
 		} else {
 			trace(p, "C:", line);
 		}

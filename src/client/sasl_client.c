@@ -298,8 +298,11 @@ static enum fetch_status login_scram(struct pop3c *p, const struct account *a, c
 		}
 		buf_printf(&gs2, "p=%s,,", cbtype);
 	} else {
-		/* "y": we could bind, but the server did not offer -PLUS. */
-		buf_append_str(&gs2, plus_possible(p) ? "y,," : "n,,");
+		/* RFC 5802 §6 "y": we could bind, but the server did not offer
+		 * -PLUS (if it did, "y" would tell it of a downgrade). */
+		buf_append_str(&gs2, plus_possible(p) && !pop3c_has_sasl(p, "SCRAM-SHA-256-PLUS")
+					     ? "y,,"
+					     : "n,,");
 	}
 	buf_append_str(&first, "n=");
 	saslname(&first, a->user);
