@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "client/syncer.h"
 #include "common/xmalloc.h"
 
 static enum dest_result fail(struct dest *d, enum dest_result r, const char *fmt, ...)
@@ -34,11 +35,15 @@ int dest_open(struct dest *d, const struct account *a)
 {
 	memset(d, 0, sizeof(*d));
 	d->a = a;
+	if (a->dest == DEST_MAILDIR)
+		d->syncer = syncer_new(8);
 	return 0;
 }
 
 void dest_close(struct dest *d)
 {
+	syncer_free(d->syncer); /* waits for what is still being written */
+	d->syncer = NULL;
 	if (d->lmtp_open) {
 		client_write(&d->lmtp, "QUIT\r\n", 6);
 		client_close(&d->lmtp);
@@ -266,19 +271,21 @@ enum dest_result dest_begin(struct dest *d, struct dest_msg *m)
 	memset(m, 0, sizeof(*m));
 	m->d = d;
 	m->mbox_fd = m->pipe_fd = -1;
-	m->md.tmp_fd = m->md.dir_fd = -1;
 	m->at_line_start = true;
 	switch (d->a->dest) {
 	case DEST_MAILDIR: {
-		enum deliver_status st = maildir_delivery_begin(&m->md, d->a->dest_arg);
+		m->md = xmalloc(sizeof(*m->md));
+		enum deliver_status st = maildir_delivery_begin(m->md, d->a->dest_arg);
 		if (st != DELIVER_OK) {
-			maildir_delivery_abort(&m->md);
+			maildir_delivery_abort(m->md);
+			free(m->md);
+			m->md = NULL;
 			return fail(d, st == DELIVER_PERM ? DEST_PERM : DEST_TEMP,
 				    "cannot write to Maildir %s", d->a->dest_arg);
 		}
-		m->md.defer_dir_sync = true;
-		m->md.no_fsync = !d->a->fsync;
-		snprintf(m->name, sizeof(m->name), "%s", m->md.tmp_name);
+		m->md->defer_dir_sync = true;
+		m->md->no_fsync = !d->a->fsync;
+		snprintf(m->name, sizeof(m->name), "%s", m->md->tmp_name);
 		return DEST_OK;
 	}
 	case DEST_MBOX:
@@ -332,7 +339,7 @@ static void raw_write(struct dest_msg *m, const char *data, size_t len)
 	if (m->failed || len == 0)
 		return;
 	if (m->d->a->dest == DEST_MAILDIR) {
-		maildir_delivery_write(&m->md, data, len);
+		maildir_delivery_write(m->md, data, len);
 		return;
 	}
 	buf_append(&m->out, data, len);
@@ -362,18 +369,18 @@ void dest_write(struct dest_msg *m, const char *data, size_t len, bool eol)
 	m->at_line_start = eol;
 }
 
-enum dest_result dest_commit(struct dest_msg *m)
+enum dest_result dest_commit(struct dest_msg *m, size_t tag)
 {
 	struct dest *d = m->d;
 	flush_out(m);
 	buf_free(&m->out);
 	switch (d->a->dest) {
-	case DEST_MAILDIR: {
-		enum deliver_status st = maildir_delivery_commit(&m->md);
-		if (st == DELIVER_OK && strlen(m->md.final_name) > 4)
-			snprintf(m->name, sizeof(m->name), "%s", m->md.final_name + 4);
-		return st == DELIVER_OK ? DEST_OK : fail(d, DEST_TEMP, "cannot store in %s", d->a->dest_arg);
-	}
+	case DEST_MAILDIR:
+		/* fsync and rename happen on the syncer's threads meanwhile. */
+		maildir_delivery_finish(m->md);
+		syncer_submit(d->syncer, m->md, tag);
+		m->md = NULL;
+		return DEST_PENDING;
 	case DEST_MBOX: {
 		/* The separating blank line, then make it durable. */
 		if (!m->failed && write(m->mbox_fd, "\n", 1) != 1)
@@ -422,7 +429,11 @@ void dest_abort(struct dest_msg *m)
 	buf_free(&m->out);
 	switch (d->a->dest) {
 	case DEST_MAILDIR:
-		maildir_delivery_abort(&m->md);
+		if (m->md != NULL) {
+			maildir_delivery_abort(m->md);
+			free(m->md);
+			m->md = NULL;
+		}
 		break;
 	case DEST_MBOX:
 		/* Cut the partial message off again. */
@@ -446,11 +457,38 @@ void dest_abort(struct dest_msg *m)
 	}
 }
 
-int dest_sync(struct dest *d)
+struct sync_results {
+	size_t *tags;
+	enum deliver_status *st;
+	size_t n, cap;
+};
+
+static void collect(void *arg, size_t tag, enum deliver_status st)
 {
-	if (d->a->dest == DEST_MAILDIR && d->a->fsync)
-		return maildir_sync_new(d->a->dest_arg);
-	return 0;
+	struct sync_results *r = arg;
+	if (r->n == r->cap) {
+		r->cap = r->cap ? r->cap * 2 : 64;
+		r->tags = xreallocarray(r->tags, r->cap, sizeof(*r->tags));
+		r->st = xreallocarray(r->st, r->cap, sizeof(*r->st));
+	}
+	r->tags[r->n] = tag;
+	r->st[r->n++] = st;
+}
+
+int dest_sync(struct dest *d, void (*done)(void *arg, size_t tag, enum dest_result r), void *arg)
+{
+	if (d->a->dest != DEST_MAILDIR)
+		return 0;
+	struct sync_results res = {0};
+	syncer_wait(d->syncer, collect, &res);
+	/* The renames into new/ are durable only once new/ is fsync'd: only
+	 * then is anything reported done. */
+	int rc = d->a->fsync ? maildir_sync_new(d->a->dest_arg) : 0;
+	for (size_t i = 0; i < res.n; i++)
+		done(arg, res.tags[i], rc == 0 && res.st[i] == DELIVER_OK ? DEST_OK : DEST_TEMP);
+	free(res.tags);
+	free(res.st);
+	return rc;
 }
 
 bool dest_has(struct dest *d, const char *name)

@@ -18,10 +18,18 @@
 #include "common/buf.h"
 #include "deliver/maildir_deliver.h"
 
-enum dest_result { DEST_OK, DEST_TEMP, DEST_PERM };
+enum dest_result {
+	DEST_OK,      /* durable now */
+	DEST_PENDING, /* durable after dest_sync() says so (Maildir) */
+	DEST_TEMP,
+	DEST_PERM,
+};
+
+struct syncer;
 
 struct dest {
 	const struct account *a;
+	struct syncer *syncer;   /* Maildir: fsync + rename in the background */
 	bool lmtp_open;
 	struct client_conn lmtp;
 	char error[512];
@@ -30,7 +38,7 @@ struct dest {
 struct dest_msg {
 	struct dest *d;
 	/* maildir */
-	struct maildir_delivery md;
+	struct maildir_delivery *md;
 	/* mbox */
 	int mbox_fd;
 	off_t mbox_start;
@@ -53,10 +61,13 @@ void dest_close(struct dest *d);
 enum dest_result dest_begin(struct dest *d, struct dest_msg *m);
 /* One line of the message (eol=false: more of the same line follows). */
 void dest_write(struct dest_msg *m, const char *data, size_t len, bool eol);
-enum dest_result dest_commit(struct dest_msg *m);
+/* tag identifies the message in dest_sync's report. */
+enum dest_result dest_commit(struct dest_msg *m, size_t tag);
 void dest_abort(struct dest_msg *m);
-/* Make committed messages' directory entries durable (Maildir: fsync new/). */
-int dest_sync(struct dest *d);
+/* Wait until every DEST_PENDING message is durable (or failed): done() is
+ * called for each with its tag and DEST_OK or DEST_TEMP; then the Maildir's
+ * new/ is fsync'd. -1 if that last fsync fails (nothing is durable then). */
+int dest_sync(struct dest *d, void (*done)(void *arg, size_t tag, enum dest_result r), void *arg);
 /* Recovery: did a message that was to be called name arrive? (Maildir only.) */
 bool dest_has(struct dest *d, const char *name);
 

@@ -45,6 +45,7 @@ struct msg {
 	enum plan plan;
 	bool dele;      /* send DELE for it */
 	bool deleted;   /* DELE answered +OK */
+	bool pending;   /* written, durable once the batch is synced */
 };
 
 struct session {
@@ -279,6 +280,18 @@ static int body_line(void *arg, const char *data, size_t len, bool eol)
 	return 0;
 }
 
+/* A message is durable in the destination: record it, plan its DELE. */
+static void delivered_now(struct session *s, struct msg *m)
+{
+	if (m->uidl != NULL)
+		uidstore_done(s->store, m->uidl,
+			      m->plan == PLAN_HEADERS ? UID_HEADERS : UID_DELIVERED, s->now);
+	s->r->fetched++;
+	s->new_delivered++;
+	if (m->plan == PLAN_FETCH && !s->a->keep)
+		m->dele = true;
+}
+
 /* After RETR/TOP's status line: stream the body into the destination. */
 static enum fetch_status receive(struct session *s, struct msg *m, bool *delivered)
 {
@@ -310,24 +323,24 @@ static enum fetch_status receive(struct session *s, struct msg *m, bool *deliver
 		dest_abort(&dm);
 		return net_failure(s);
 	}
-	dr = dest_commit(&dm);
+	dr = dest_commit(&dm, (size_t)(m - s->msgs));
+	s->r->bytes += octets;
+	if (dr == DEST_PENDING) {
+		m->pending = true; /* judged in finish_batch() */
+		progress(s, false);
+		return FETCH_OK;
+	}
 	if (dr != DEST_OK) {
 		/* Never DELE what was not delivered; MDA tempfail: try next run. */
 		if (!s->o->quiet)
 			fprintf(stderr, "[%s] message %u not delivered: %s\n", s->a->name, m->num,
 				s->dest.error);
 		s->r->failed++;
-		return dr == DEST_TEMP ? FETCH_TEMP : FETCH_PERM;
+		return failure(s, dr == DEST_TEMP ? FETCH_TEMP : FETCH_PERM, "message %u not delivered: %s",
+			       m->num, s->dest.error);
 	}
-	if (m->uidl != NULL)
-		uidstore_done(s->store, m->uidl,
-			      m->plan == PLAN_HEADERS ? UID_HEADERS : UID_DELIVERED, s->now);
+	delivered_now(s, m);
 	*delivered = true;
-	s->r->fetched++;
-	s->r->bytes += octets;
-	s->new_delivered++;
-	if (m->plan == PLAN_FETCH && !s->a->keep)
-		m->dele = true;
 	progress(s, false);
 	return FETCH_OK;
 }
@@ -366,89 +379,110 @@ static enum fetch_status send_deletions(struct session *s, const unsigned *idx, 
 	return FETCH_OK;
 }
 
-/* Make the batch durable, then delete it on the server. */
-static enum fetch_status commit_batch(struct session *s, unsigned *dele, size_t *n_dele)
+static void batch_synced(void *arg, size_t tag, enum dest_result r)
 {
-	if (dest_sync(&s->dest) < 0)
+	struct session *s = arg;
+	struct msg *m = &s->msgs[tag];
+	m->pending = false;
+	if (r == DEST_OK) {
+		delivered_now(s, m);
+		return;
+	}
+	s->r->failed++;
+	if (!s->o->quiet)
+		fprintf(stderr, "[%s] message %u could not be stored in %s\n", s->a->name, m->num,
+			s->a->dest_arg);
+}
+
+/* Make the batch durable and recorded, then delete it on the server:
+ * files and new/ fsync'd, DONE lines written and the journal fsync'd,
+ * and only then DELE for each such message. */
+static enum fetch_status finish_batch(struct session *s, const unsigned *idx, size_t n,
+				      unsigned *dele_scratch)
+{
+	if (dest_sync(&s->dest, batch_synced, s) < 0)
 		return failure(s, FETCH_TEMP, "cannot make %s durable: %s", s->a->dest_arg,
 			       strerror(errno));
 	if (uidstore_sync(s->store) < 0)
 		return failure(s, FETCH_TEMP, "cannot write %s: %s", s->a->uidl_store,
 			       strerror(errno));
-	enum fetch_status st = send_deletions(s, dele, *n_dele);
-	*n_dele = 0;
-	return st;
+	size_t n_dele = 0;
+	for (size_t i = 0; i < n; i++)
+		if (s->msgs[idx[i]].dele && !s->msgs[idx[i]].deleted)
+			dele_scratch[n_dele++] = idx[i];
+	return send_deletions(s, dele_scratch, n_dele);
 }
 
 static enum fetch_status retrieve_all(struct session *s)
 {
 	bool pipe = s->p.has_pipelining && s->a->pipelining;
 	size_t window = pipe ? s->a->window : 1;
+	/* A batch is judged as a whole; without pipelining still use the
+	 * window, so fsyncs and DELEs are grouped. */
+	size_t batch = s->a->window;
 	unsigned *todo = xcalloc(s->n ? s->n : 1, sizeof(unsigned));
-	unsigned *dele = xcalloc(s->n ? s->n : 1, sizeof(unsigned));
-	size_t n_todo = 0, n_dele = 0;
+	unsigned *known = xcalloc(s->n ? s->n : 1, sizeof(unsigned));
+	unsigned *scratch = xcalloc(s->n ? s->n : 1, sizeof(unsigned));
+	size_t n_todo = 0, n_known = 0;
 	enum fetch_status st = FETCH_OK;
 	for (unsigned i = 0; i < s->n; i++) {
 		if (s->msgs[i].plan == PLAN_FETCH || s->msgs[i].plan == PLAN_HEADERS)
 			todo[n_todo++] = i;
 		else if (s->msgs[i].dele)
-			dele[n_dele++] = i; /* delivered in an earlier run */
+			known[n_known++] = i; /* delivered in an earlier run */
 	}
-	if (n_dele > 0 && (st = commit_batch(s, dele, &n_dele)) != FETCH_OK)
+	if (n_known > 0 && (st = finish_batch(s, known, n_known, scratch)) != FETCH_OK)
 		goto out;
-	for (size_t i = 0; i < n_todo && !fetch_interrupted; i += window) {
-		size_t end = i + window < n_todo ? i + window : n_todo;
-		if (pipe) {
-			for (size_t j = i; j < end; j++)
-				if (send_retrieve(s, &s->msgs[todo[j]]) < 0) {
-					st = net_failure(s);
-					goto out;
-				}
-		}
-		for (size_t j = i; j < end; j++) {
-			struct msg *m = &s->msgs[todo[j]];
-			bool delivered;
-			if (!pipe && send_retrieve(s, m) < 0) {
-				st = net_failure(s);
-				goto out;
-			}
-			enum fetch_status ms = receive(s, m, &delivered);
-			if (s->broken) {
-				st = ms; /* the connection is gone */
-				goto out;
-			}
-			if (ms != FETCH_OK) {
-				/* The destination failed: stop fetching, keep what is done. */
-				st = ms;
-				if (s->r->message[0] == '\0')
-					snprintf(s->r->message, sizeof(s->r->message), "%s", s->dest.error);
-				/* drain the rest of the pipelined answers */
-				for (size_t k = j + 1; pipe && k < end; k++) {
-					struct pop3c_reply rep;
-					if (pop3c_reply(&s->p, &rep) < 0 ||
-					    (rep.ok && pop3c_body(&s->p, NULL, NULL, NULL) < 0)) {
+	for (size_t i = 0; i < n_todo && !fetch_interrupted && st == FETCH_OK; i += batch) {
+		size_t end = i + batch < n_todo ? i + batch : n_todo;
+		for (size_t w = i; w < end && st == FETCH_OK; w += window) {
+			size_t wend = w + window < end ? w + window : end;
+			if (pipe) {
+				for (size_t j = w; j < wend; j++)
+					if (send_retrieve(s, &s->msgs[todo[j]]) < 0) {
 						st = net_failure(s);
-						goto out;
+						break;
+					}
+			}
+			for (size_t j = w; j < wend && st == FETCH_OK; j++) {
+				struct msg *m = &s->msgs[todo[j]];
+				bool delivered;
+				if (!pipe && send_retrieve(s, m) < 0) {
+					st = net_failure(s);
+					break;
+				}
+				st = receive(s, m, &delivered);
+				if (st != FETCH_OK && !s->broken) {
+					/* The destination failed: read the pipelined
+					 * answers off the wire, fetch no more. */
+					for (size_t k = j + 1; pipe && k < wend; k++) {
+						struct pop3c_reply rep;
+						if (pop3c_reply(&s->p, &rep) < 0 ||
+						    (rep.ok && pop3c_body(&s->p, NULL, NULL, NULL) < 0)) {
+							net_failure(s);
+							break;
+						}
 					}
 				}
-				end = j + 1;
-				i = n_todo; /* no more batches */
-				break;
 			}
-			if (delivered && m->dele)
-				dele[n_dele++] = todo[j];
 		}
-		enum fetch_status cs = commit_batch(s, dele, &n_dele);
-		if (cs != FETCH_OK) {
-			st = cs;
-			goto out;
+		/* What arrived is made durable and deleted even if something failed,
+		 * as long as the connection works. */
+		if (!s->broken) {
+			enum fetch_status cs = finish_batch(s, todo + i, end - i, scratch);
+			if (st == FETCH_OK)
+				st = cs;
 		}
 	}
-	if (n_dele > 0)
-		st = commit_batch(s, dele, &n_dele) == FETCH_OK ? st : FETCH_TEMP;
 out:
+	/* Whatever is still pending becomes durable (and recorded) now. */
+	if (s->broken) {
+		dest_sync(&s->dest, batch_synced, s);
+		uidstore_sync(s->store);
+	}
 	free(todo);
-	free(dele);
+	free(known);
+	free(scratch);
 	return st;
 }
 
@@ -559,21 +593,6 @@ static enum fetch_status run_session(const struct account *a, const struct fetch
 		goto out;
 	}
 	if (st == FETCH_OK) {
-		/* Pending FETCH records from a crash: delivered after all? */
-		for (size_t i = 0; i < store->n_pending; i++) {
-			if (dest_has(&s.dest, store->pending[i].name))
-				uidstore_done(store, store->pending[i].uidl, UID_DELIVERED, s.now);
-		}
-		if (store->n_pending > 0) {
-			/* Re-plan with what was recovered. */
-			for (unsigned i = 0; i < s.n; i++)
-				if (s.msgs[i].plan == PLAN_FETCH && s.msgs[i].uidl &&
-				    uidstore_find(store, s.msgs[i].uidl) != NULL) {
-					s.msgs[i].plan = PLAN_KNOWN;
-					s.msgs[i].dele = !a->keep;
-					r->waiting--;
-				}
-		}
 		st = retrieve_all(&s);
 	}
 	/* While the connection works, QUIT commits the deletions made so far
@@ -604,6 +623,34 @@ out:
 	return st;
 }
 
+/*
+ * Journal FETCH records without DONE: the run that wrote them died. A copy
+ * that reached the Maildir's new/ (or cur/) is recorded now, so it is not
+ * fetched twice; an incomplete one left in tmp/ is removed (clients.md B.1.7).
+ * This needs no server, so it happens before anything can fail.
+ */
+static void recover(const struct account *a, struct uidstore *store)
+{
+	if (store->n_pending == 0)
+		return;
+	struct dest d;
+	dest_open(&d, a);
+	time_t now = time(NULL);
+	for (size_t i = 0; i < store->n_pending; i++) {
+		const struct uid_pending *p = &store->pending[i];
+		if (dest_has(&d, p->name)) {
+			uidstore_done(store, p->uidl, UID_DELIVERED, now);
+		} else if (a->dest == DEST_MAILDIR && strchr(p->name, '/') == NULL) {
+			char *tmp = xasprintf("%s/tmp/%s", a->dest_arg, p->name);
+			unlink(tmp);
+			free(tmp);
+		}
+	}
+	dest_close(&d);
+	uidstore_sync(store);
+	uidstore_save(store, false, now);
+}
+
 enum fetch_status fetch_account(const struct account *a, const struct fetch_options *o,
 				struct fetch_result *r)
 {
@@ -628,6 +675,7 @@ enum fetch_status fetch_account(const struct account *a, const struct fetch_opti
 		secret_free(secret);
 		return r->status = busy ? FETCH_TEMP : FETCH_CONFIG;
 	}
+	recover(a, &store);
 	bool retried_token = false;
 	/* Gmail lists about 250 messages per session: go on while sessions bring
 	 * new mail, up to max_sessions. */

@@ -200,7 +200,8 @@ int cmd_fetch(int argc, char **argv)
 			continue;
 		struct fetch_result r;
 		fetch_account(a, &o, &r);
-		report(a, &r, json, o.quiet, o.check);
+		if (!o.probe || r.status != FETCH_OK)
+			report(a, &r, json, o.quiet, o.check);
 		worst = fetch_worst(worst, r.status);
 		any_new = any_new || r.fetched > 0 || (o.check && r.waiting > 0);
 	}

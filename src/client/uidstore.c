@@ -267,6 +267,15 @@ int uidstore_sync(struct uidstore *s)
 	return 0;
 }
 
+static void clear_pending(struct uidstore *s)
+{
+	for (size_t i = 0; i < s->n_pending; i++) {
+		free(s->pending[i].uidl);
+		free(s->pending[i].name);
+	}
+	s->n_pending = 0;
+}
+
 int uidstore_save(struct uidstore *s, bool prune, time_t now)
 {
 	if (!s->dirty && !prune)
@@ -294,6 +303,7 @@ int uidstore_save(struct uidstore *s, bool prune, time_t now)
 			if (fflush(s->journal) == 0 && ftruncate(fileno(s->journal), 0) == 0)
 				rc = 0;
 			s->dirty = false;
+			clear_pending(s);
 		}
 	}
 	if (rc < 0)

@@ -163,7 +163,17 @@ void maildir_delivery_write(struct maildir_delivery *d, const void *data, size_t
 	}
 }
 
-enum deliver_status maildir_delivery_commit(struct maildir_delivery *d)
+/* Close the directory and forget the path. */
+static void release(struct maildir_delivery *d)
+{
+	if (d->dir_fd >= 0)
+		close(d->dir_fd);
+	d->dir_fd = -1;
+	free(d->path);
+	d->path = NULL;
+}
+
+void maildir_delivery_finish(struct maildir_delivery *d)
 {
 	if (d->pending_cr) {
 		d->pending_cr = false;
@@ -171,7 +181,12 @@ enum deliver_status maildir_delivery_commit(struct maildir_delivery *d)
 	}
 	transform_finish(&d->size, NULL);
 	flush(d);
-	enum deliver_status st = DELIVER_OK;
+	snprintf(d->final_name, sizeof(d->final_name), "new/%s,S=%llu,W=%llu", d->tmp_name,
+		 (unsigned long long)d->stored, (unsigned long long)d->size.emitted);
+}
+
+enum deliver_status maildir_delivery_publish(struct maildir_delivery *d)
+{
 	char tmp[300];
 	snprintf(tmp, sizeof(tmp), "tmp/%s", d->tmp_name);
 	if (d->error == 0 && !d->no_fsync && fsync(d->tmp_fd) < 0)
@@ -182,51 +197,39 @@ enum deliver_status maildir_delivery_commit(struct maildir_delivery *d)
 	d->tmp_fd = -1;
 	if (d->error != 0) {
 		log_error("maildir %s: writing %s: %s", d->path, tmp, strerror(d->error));
-		st = DELIVER_TEMP;
-		goto fail;
+		unlinkat(d->dir_fd, tmp, 0);
+		release(d);
+		return DELIVER_TEMP;
 	}
-	snprintf(d->final_name, sizeof(d->final_name), "new/%s,S=%llu,W=%llu", d->tmp_name,
-		 (unsigned long long)d->stored, (unsigned long long)d->size.emitted);
 	/* rename is atomic: readers see the whole message or nothing. The name
 	 * is unique (time, pid, counter, random), so nothing is overwritten. */
 	if (renameat(d->dir_fd, tmp, d->dir_fd, d->final_name) < 0) {
+		d->error = errno;
 		log_error("maildir %s: rename into new/: %s", d->path, strerror(errno));
-		st = DELIVER_TEMP;
-		goto fail;
-	}
-	if (d->defer_dir_sync || d->no_fsync) {
-		close(d->dir_fd);
-		d->dir_fd = -1;
-		free(d->path);
-		d->path = NULL;
-		return DELIVER_OK;
-	}
-	int new_fd = openat(d->dir_fd, "new", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (new_fd < 0 || fsync(new_fd) < 0) {
-		/* The message is in new/, but its directory entry may not be durable. */
-		log_error("maildir %s: fsync new/: %s", d->path, strerror(errno));
-		if (new_fd >= 0)
-			close(new_fd);
-		/* Not acknowledged: the MTA retries; a duplicate beats a loss. */
-		close(d->dir_fd);
-		d->dir_fd = -1;
-		free(d->path);
-		d->path = NULL;
+		unlinkat(d->dir_fd, tmp, 0);
+		release(d);
 		return DELIVER_TEMP;
 	}
-	close(new_fd);
-	close(d->dir_fd);
-	d->dir_fd = -1;
-	free(d->path);
-	d->path = NULL;
-	return DELIVER_OK;
-fail:
-	unlinkat(d->dir_fd, tmp, 0);
-	close(d->dir_fd);
-	d->dir_fd = -1;
-	free(d->path);
-	d->path = NULL;
+	enum deliver_status st = DELIVER_OK;
+	if (!d->defer_dir_sync && !d->no_fsync) {
+		int new_fd = openat(d->dir_fd, "new", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (new_fd < 0 || fsync(new_fd) < 0) {
+			/* In new/, but maybe not durably: not acknowledged, so the
+			 * sender retries; a duplicate beats a loss. */
+			log_error("maildir %s: fsync new/: %s", d->path, strerror(errno));
+			st = DELIVER_TEMP;
+		}
+		if (new_fd >= 0)
+			close(new_fd);
+	}
+	release(d);
 	return st;
+}
+
+enum deliver_status maildir_delivery_commit(struct maildir_delivery *d)
+{
+	maildir_delivery_finish(d);
+	return maildir_delivery_publish(d);
 }
 
 void maildir_delivery_abort(struct maildir_delivery *d)
@@ -238,11 +241,7 @@ void maildir_delivery_abort(struct maildir_delivery *d)
 		snprintf(tmp, sizeof(tmp), "tmp/%s", d->tmp_name);
 		unlinkat(d->dir_fd, tmp, 0);
 	}
-	if (d->dir_fd >= 0)
-		close(d->dir_fd);
-	d->dir_fd = -1;
-	free(d->path);
-	d->path = NULL;
+	release(d);
 }
 
 int maildir_sync_new(const char *maildir)

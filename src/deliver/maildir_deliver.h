@@ -46,8 +46,13 @@ enum deliver_status maildir_delivery_begin(struct maildir_delivery *d, const cha
 /* Append message bytes; CRLF is stored as LF. Errors are remembered and
  * reported by commit. */
 void maildir_delivery_write(struct maildir_delivery *d, const void *data, size_t len);
-/* fsync, move into new/, fsync new/. The file is gone from tmp/ on any path. */
+/* fsync, move into new/, fsync new/. The file is gone from tmp/ on any path.
+ * Same as finish (in the writing thread) then publish (in any thread). */
 enum deliver_status maildir_delivery_commit(struct maildir_delivery *d);
+/* The last bytes and the final name (final_name), no I/O but the flush. */
+void maildir_delivery_finish(struct maildir_delivery *d);
+/* fsync, close, rename into new/ (and fsync new/ unless deferred). */
+enum deliver_status maildir_delivery_publish(struct maildir_delivery *d);
 /* Drop the temporary file (nothing was delivered). */
 void maildir_delivery_abort(struct maildir_delivery *d);
 

@@ -49,6 +49,7 @@ struct lmtp_session {
 	uint64_t size;
 	bool in_headers;
 	bool skipping_header;        /* inside a Return-Path we replace */
+	unsigned generation;         /* bumped by every reset */
 	bool too_big;
 	bool bad_line;
 	bool data_started;
@@ -77,6 +78,7 @@ static void request(struct lmtp_session *s, enum lmtp_request_kind kind)
 
 static void reset_transaction(struct lmtp_session *s)
 {
+	s->generation++;
 	free(s->sender);
 	s->sender = NULL;
 	free(s->pending_rcpt);
@@ -547,6 +549,11 @@ const char *lmtp_session_sender(const struct lmtp_session *s)
 const char *lmtp_session_recipient(const struct lmtp_session *s, size_t i)
 {
 	return i < s->n_rcpts ? s->rcpts[i].address : NULL;
+}
+
+unsigned lmtp_session_generation(const struct lmtp_session *s)
+{
+	return s->generation;
 }
 
 bool lmtp_session_recipient_loops(const struct lmtp_session *s, size_t i)

@@ -82,6 +82,9 @@ struct buf *lmtp_session_body(struct lmtp_session *s);
 const char *lmtp_session_helo(const struct lmtp_session *s);
 const char *lmtp_session_sender(const struct lmtp_session *s);
 const char *lmtp_session_recipient(const struct lmtp_session *s, size_t i);
+/* Changes whenever a transaction is reset (RSET, LHLO, end of DATA), so the
+ * caller can drop what it prepared for the old recipients. */
+unsigned lmtp_session_generation(const struct lmtp_session *s);
 /* Recipient i's message already has "Delivered-To: <it>" (a mail loop). */
 bool lmtp_session_recipient_loops(const struct lmtp_session *s, size_t i);
 

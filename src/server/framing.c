@@ -8,9 +8,16 @@ enum frame_result frame_next(struct framer *f, struct evbuffer *in, size_t limit
 	struct evbuffer_ptr eol = evbuffer_search_eol(in, NULL, &eol_len, style);
 	if (eol.pos < 0) {
 		/* Drop an overlong line as it arrives; report it when it ends. */
-		if (evbuffer_get_length(in) >= limit) {
+		size_t have = evbuffer_get_length(in);
+		if (have >= limit) {
 			f->discarding = true;
-			evbuffer_drain(in, evbuffer_get_length(in));
+			/* Keep a final CR: it may be the start of the CRLF that
+			 * ends the line, and in DATA only CRLF does. */
+			unsigned char last = 0;
+			struct evbuffer_ptr end;
+			evbuffer_ptr_set(in, &end, have - 1, EVBUFFER_PTR_SET);
+			evbuffer_copyout_from(in, &end, &last, 1);
+			evbuffer_drain(in, last == '\r' ? have - 1 : have);
 		}
 		return FRAME_NONE;
 	}

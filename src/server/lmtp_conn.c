@@ -78,6 +78,7 @@ struct lmtp_conn {
 	/* the transaction */
 	struct copy *copies;          /* one per accepted recipient */
 	size_t n_copies;
+	unsigned generation;          /* the core's transaction the copies belong to */
 	struct rcpt_job *rcpt;
 	struct store_job *store;
 	unsigned delivered;           /* copies stored on this connection */
@@ -160,6 +161,17 @@ static void close_when_flushed(struct lmtp_conn *c, const char *reason)
 	bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
 }
 
+/* RSET or LHLO reset the transaction in the core: the copies prepared for
+ * its recipients go too. */
+static void follow_transaction(struct lmtp_conn *c)
+{
+	unsigned g = lmtp_session_generation(c->session);
+	if (g != c->generation) {
+		drop_copies(c);
+		c->generation = g;
+	}
+}
+
 /* ---- RCPT ------------------------------------------------------------------ */
 
 static void rcpt_run(struct work *w)
@@ -195,6 +207,7 @@ static void rcpt_done(struct work *w)
 		conn_free(c);
 		return;
 	}
+	follow_transaction(c);
 	if (job->result == LMTP_RCPT_OK) {
 		c->copies = xreallocarray(c->copies, c->n_copies + 1, sizeof(*c->copies));
 		struct copy *cp = &c->copies[c->n_copies++];
@@ -318,8 +331,10 @@ static void store_done(struct work *w)
 				 (unsigned long long)job->copies[i].file.stored, c->id);
 		}
 	}
-	if (!c->closed)
+	if (!c->closed) {
 		lmtp_session_data_done(c->session, job->results);
+		c->generation = lmtp_session_generation(c->session);
+	}
 	for (size_t i = 0; i < job->n; i++)
 		deliver_target_clear(&job->copies[i].target);
 	free(job->copies);
@@ -349,11 +364,13 @@ static void data_end(struct lmtp_conn *c)
 		if (lmtp_session_recipient_loops(c->session, i) && job->copies[i].open) {
 			maildir_delivery_abort(&job->copies[i].file);
 			job->copies[i].open = false;
+			job->copies[i].result = LMTP_STORE_PERM; /* the core answers 5.4.6 */
 		}
 	}
 	c->copies = NULL;
 	c->n_copies = 0;
 	c->store = job;
+	/* data_done() resets the transaction: the copies are the job's now. */
 	workpool_submit(c->srv->pool, &job->work);
 }
 
@@ -418,6 +435,7 @@ static void process(struct lmtp_conn *c)
 			lmtp_session_input_overlong(c->session);
 		else
 			lmtp_session_input(c->session, c->line.data, c->line.len);
+		follow_transaction(c);
 		write_body(c);
 		flush_session(c);
 	}
@@ -509,6 +527,7 @@ void lmtp_conn_accept(struct server *srv, struct listener *li, int fd,
 	srv->lmtp_conns = c;
 	srv->n_sessions++;
 	c->session = lmtp_session_new(&srv->lmtp);
+	c->generation = lmtp_session_generation(c->session);
 	bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
 	bufferevent_setwatermark(c->bev, EV_READ, 0, LMTP_MAX_DATA_LINE * 2);
 	struct timeval tv = {srv->cfg->lmtp_timeout_ms / 1000,
@@ -525,11 +544,16 @@ void lmtp_conn_close_all(struct server *srv)
 	while (c != NULL) {
 		struct lmtp_conn *next = c->next;
 		if (!c->closed) {
-			/* RFC 5321 §3.8: 421, acknowledge nothing unfinished. */
+			/* RFC 5321 §3.8: 421, acknowledge nothing unfinished. Sent
+			 * directly, without blocking: the loop is about to end. */
 			lmtp_session_shutdown(c->session);
-			flush_session(c);
-			/* best effort, without blocking */
-			evbuffer_write(output(c), bufferevent_getfd(c->bev));
+			struct buf *out = lmtp_session_output(c->session);
+			if (evbuffer_get_length(output(c)) == 0 && out->len > 0) {
+				ssize_t ignored = send(bufferevent_getfd(c->bev), out->data, out->len,
+						       MSG_NOSIGNAL | MSG_DONTWAIT);
+				(void)ignored;
+			}
+			buf_clear(out);
 			conn_close(c, "server shutdown");
 		}
 		c = next;
