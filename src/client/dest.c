@@ -16,7 +16,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "client/syncer.h"
 #include "common/xmalloc.h"
 
 static enum dest_result fail(struct dest *d, enum dest_result r, const char *fmt, ...)
@@ -35,15 +34,23 @@ int dest_open(struct dest *d, const struct account *a)
 {
 	memset(d, 0, sizeof(*d));
 	d->a = a;
-	if (a->dest == DEST_MAILDIR)
-		d->syncer = syncer_new(8);
 	return 0;
 }
 
 void dest_close(struct dest *d)
 {
-	syncer_free(d->syncer); /* waits for what is still being written */
-	d->syncer = NULL;
+	/* Messages never made durable stay out of new/. */
+	for (size_t i = 0; i < d->n_pending; i++) {
+		maildir_delivery_abort(d->pending[i]);
+		free(d->pending[i]);
+	}
+	free(d->pending);
+	free(d->pending_tags);
+	free(d->pending_status);
+	d->pending = NULL;
+	d->pending_tags = NULL;
+	d->pending_status = NULL;
+	d->n_pending = d->cap_pending = 0;
 	if (d->lmtp_open) {
 		client_write(&d->lmtp, "QUIT\r\n", 6);
 		client_close(&d->lmtp);
@@ -376,9 +383,16 @@ enum dest_result dest_commit(struct dest_msg *m, size_t tag)
 	buf_free(&m->out);
 	switch (d->a->dest) {
 	case DEST_MAILDIR:
-		/* fsync and rename happen on the syncer's threads meanwhile. */
+		/* Made durable with the rest of its batch in dest_sync(). */
 		maildir_delivery_finish(m->md);
-		syncer_submit(d->syncer, m->md, tag);
+		if (d->n_pending == d->cap_pending) {
+			d->cap_pending = d->cap_pending ? d->cap_pending * 2 : 64;
+			d->pending = xreallocarray(d->pending, d->cap_pending, sizeof(*d->pending));
+			d->pending_tags = xreallocarray(d->pending_tags, d->cap_pending, sizeof(size_t));
+			d->pending_status = xreallocarray(d->pending_status, d->cap_pending, sizeof(int));
+		}
+		d->pending[d->n_pending] = m->md;
+		d->pending_tags[d->n_pending++] = tag;
 		m->md = NULL;
 		return DEST_PENDING;
 	case DEST_MBOX: {
@@ -457,37 +471,35 @@ void dest_abort(struct dest_msg *m)
 	}
 }
 
-struct sync_results {
-	size_t *tags;
-	enum deliver_status *st;
-	size_t n, cap;
-};
-
-static void collect(void *arg, size_t tag, enum deliver_status st)
-{
-	struct sync_results *r = arg;
-	if (r->n == r->cap) {
-		r->cap = r->cap ? r->cap * 2 : 64;
-		r->tags = xreallocarray(r->tags, r->cap, sizeof(*r->tags));
-		r->st = xreallocarray(r->st, r->cap, sizeof(*r->st));
-	}
-	r->tags[r->n] = tag;
-	r->st[r->n++] = st;
-}
-
 int dest_sync(struct dest *d, void (*done)(void *arg, size_t tag, enum dest_result r), void *arg)
 {
-	if (d->a->dest != DEST_MAILDIR)
+	if (d->a->dest != DEST_MAILDIR || d->n_pending == 0)
 		return 0;
-	struct sync_results res = {0};
-	syncer_wait(d->syncer, collect, &res);
-	/* The renames into new/ are durable only once new/ is fsync'd: only
-	 * then is anything reported done. */
-	int rc = d->a->fsync ? maildir_sync_new(d->a->dest_arg) : 0;
-	for (size_t i = 0; i < res.n; i++)
-		done(arg, res.tags[i], rc == 0 && res.st[i] == DELIVER_OK ? DEST_OK : DEST_TEMP);
-	free(res.tags);
-	free(res.st);
+	/*
+	 * Group commit: one syncfs() makes the whole batch's data durable
+	 * (instead of an fsync per message), then the renames publish the
+	 * files in new/, and one fsync of new/ makes the names durable. A
+	 * crash before that leaves the files in tmp/, where no reader looks.
+	 */
+	int rc = 0;
+	if (d->a->fsync && syncfs(d->pending[0]->tmp_fd) < 0)
+		rc = -1;
+	for (size_t i = 0; i < d->n_pending; i++) {
+		struct maildir_delivery *md = d->pending[i];
+		md->no_fsync = true; /* syncfs above did it */
+		enum deliver_status st = rc == 0 ? maildir_delivery_publish(md) : DELIVER_TEMP;
+		if (rc < 0)
+			maildir_delivery_abort(md);
+		d->pending_status[i] = st;
+	}
+	if (rc == 0 && d->a->fsync && maildir_sync_new(d->a->dest_arg) < 0)
+		rc = -1;
+	size_t n = d->n_pending;
+	d->n_pending = 0;
+	for (size_t i = 0; i < n; i++) {
+		done(arg, d->pending_tags[i], rc == 0 && d->pending_status[i] == DELIVER_OK ? DEST_OK : DEST_TEMP);
+		free(d->pending[i]);
+	}
 	return rc;
 }
 

@@ -25,11 +25,14 @@ enum dest_result {
 	DEST_PERM,
 };
 
-struct syncer;
 
 struct dest {
 	const struct account *a;
-	struct syncer *syncer;   /* Maildir: fsync + rename in the background */
+	/* Maildir: finished messages waiting for their batch's group commit */
+	struct maildir_delivery **pending;
+	size_t *pending_tags;
+	int *pending_status;
+	size_t n_pending, cap_pending;
 	bool lmtp_open;
 	struct client_conn lmtp;
 	char error[512];

@@ -26,7 +26,7 @@ struct client_conn {
 	SSL *ssl;
 	char host[256];
 	unsigned timeout_ms;
-	char rbuf[16384];
+	char rbuf[65536];
 	size_t rpos, rlen;
 	bool eof;
 	char error[512];         /* the last failure, for the user */

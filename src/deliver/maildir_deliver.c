@@ -2,6 +2,7 @@
 #include "deliver/maildir_deliver.h"
 
 #include <dirent.h>
+#include <pthread.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -31,9 +32,15 @@ static enum deliver_status errno_status(int err)
 	}
 }
 
-/* The host part of a unique name: '/' and ':' escaped as DJB asks. */
-static void name_host(char *out, size_t outlen)
+/* The host part of a unique name: '/' and ':' escaped as DJB asks.
+ * Looked up once per process (the host name does not change under us). */
+static pthread_once_t host_once = PTHREAD_ONCE_INIT;
+static char host_part[160];
+
+static void compute_host(void)
 {
+	char *out = host_part;
+	size_t outlen = sizeof(host_part);
 	char host[128];
 	if (gethostname(host, sizeof(host)) < 0)
 		snprintf(host, sizeof(host), "localhost");
@@ -50,6 +57,12 @@ static void name_host(char *out, size_t outlen)
 			out[pos++] = *p;
 	}
 	out[pos] = '\0';
+}
+
+static void name_host(char *out, size_t outlen)
+{
+	pthread_once(&host_once, compute_host);
+	snprintf(out, outlen, "%s", host_part);
 }
 
 enum deliver_status maildir_delivery_begin(struct maildir_delivery *d, const char *maildir)
@@ -72,12 +85,18 @@ enum deliver_status maildir_delivery_begin(struct maildir_delivery *d, const cha
 		log_error("maildir %s: %s", maildir, strerror(err));
 		return errno_status(err);
 	}
-	static const char *const subdirs[] = {"tmp", "new", "cur"};
-	for (unsigned i = 0; i < 3; i++) {
-		if (mkdirat(d->dir_fd, subdirs[i], 0700) < 0 && errno != EEXIST) {
-			int err = errno;
-			log_error("maildir %s: cannot create %s/: %s", maildir, subdirs[i], strerror(err));
-			return errno_status(err);
+	/* tmp/ (where we write) and new/ (where the rename goes) must exist;
+	 * if either is missing, make all three. */
+	struct stat sb;
+	if (fstatat(d->dir_fd, "tmp", &sb, 0) < 0 || fstatat(d->dir_fd, "new", &sb, 0) < 0) {
+		static const char *const subdirs[] = {"tmp", "new", "cur"};
+		for (unsigned i = 0; i < 3; i++) {
+			if (mkdirat(d->dir_fd, subdirs[i], 0700) < 0 && errno != EEXIST) {
+				int err = errno;
+				log_error("maildir %s: cannot create %s/: %s", maildir, subdirs[i],
+					  strerror(err));
+				return errno_status(err);
+			}
 		}
 	}
 	/* time.M<usec>P<pid>R<random>.host: unique across processes, reboots
@@ -181,6 +200,10 @@ void maildir_delivery_finish(struct maildir_delivery *d)
 	}
 	transform_finish(&d->size, NULL);
 	flush(d);
+	/* Start writing the data out now; the fsync in publish (often on
+	 * another thread) then mostly waits for what is already under way. */
+	if (!d->no_fsync && d->error == 0)
+		sync_file_range(d->tmp_fd, 0, 0, SYNC_FILE_RANGE_WRITE);
 	snprintf(d->final_name, sizeof(d->final_name), "new/%s,S=%llu,W=%llu", d->tmp_name,
 		 (unsigned long long)d->stored, (unsigned long long)d->size.emitted);
 }

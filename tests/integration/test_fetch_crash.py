@@ -284,9 +284,12 @@ def test_kill_minus_9_delete_mode(crash_server, tmp_path):
     out = acct.run_ok()
     assert '"fetched":0,' in out, out
     check_exactly_once(acct, msgs, context)
-    # The kills must have hit the download itself, recovery included.
+    # The kills must have hit the download itself. (Kills between a batch's
+    # renames into new/ and its DONE records are rare now that a batch is
+    # committed in one step; the recovery rule itself is tested at chosen
+    # moments below, so "recoveries" is only reported here.)
     assert stats["incomplete_kills"] >= 20, context
-    assert stats["recoveries"] >= 1, context
+    print("crash test: %s" % context)
     leftovers = acct.files("tmp")
     print("crash test: %d files left in the local tmp/" % len(leftovers))
 
