@@ -300,6 +300,13 @@ static enum fetch_status receive(struct session *s, struct msg *m, bool *deliver
 	if (pop3c_reply(&s->p, &rep) < 0)
 		return net_failure(s);
 	if (!rep.ok) {
+		/* Microsoft's tokens last about an hour; a long download outlives
+		 * them and RETR says so. End the session (what is durable gets
+		 * its DELE and QUIT); the caller fetches a new token and goes on. */
+		bool oauth = s->a->auth == AUTH_XOAUTH2 || s->a->auth == AUTH_OAUTHBEARER;
+		if (oauth && strcasestr(rep.text, "expired") != NULL)
+			return failure(s, FETCH_AUTH, "access token expired during the session: %s",
+				       rep.text);
 		if (!s->o->quiet)
 			fprintf(stderr, "[%s] message %u: %s\n", s->a->name, m->num, rep.text);
 		s->r->failed++;

@@ -491,7 +491,10 @@ void lmtp_session_input(struct lmtp_session *s, const char *line, size_t len)
 		bad_command(s, "500 5.5.2 Invalid character in command");
 		return;
 	}
-	dispatch(s, line, len);
+	/* The command parsers work on a C string: never past len. */
+	char *copy = xstrndup(line, len);
+	dispatch(s, copy, len);
+	free(copy);
 }
 
 void lmtp_session_input_overlong(struct lmtp_session *s)

@@ -362,7 +362,8 @@ class FakePop3:
 
     def __init__(self, messages, *, capa=True, uidl=True, top=True, user=True, pipelining=False,
                  sasl=(), password="secret", login="alice", drop_in_retr=None, dele_err=(),
-                 batch=None, tokens=(), xoauth2_ir_refused=True, on_dele=None):
+                 batch=None, tokens=(), xoauth2_ir_refused=True, on_dele=None,
+                 token_lifetime=None):
         self.msgs = [{"uidl": u, "data": d, "deleted": False, "popped": False}
                      for u, d in messages]
         self.capa, self.uidl, self.top, self.user = capa, uidl, top, user
@@ -374,6 +375,7 @@ class FakePop3:
         self.tokens = set(tokens)             # accepted OAuth tokens
         self.xoauth2_ir_refused = xoauth2_ir_refused
         self.on_dele = on_dele                # called with the uidl before answering DELE
+        self.token_lifetime = token_lifetime  # RETRs a session may make before its token expires
         self.sessions = []
         self.oauth_payloads = []
         self.errors = []
@@ -438,6 +440,7 @@ class FakePop3:
         f = conn.makefile("rb")
         authed = False
         pending_dele, pending_pop = set(), set()
+        retrs = 0
 
         def send(*out):
             conn.sendall(b"".join((x.encode() if isinstance(x, str) else x) + b"\r\n"
@@ -525,6 +528,12 @@ class FakePop3:
                     send("+OK %d octets" % size(m), *body[:len(body) // 2])
                     conn.shutdown(socket.SHUT_RDWR)
                     return
+                if word == "RETR" and self.token_lifetime is not None:
+                    retrs += 1
+                    if retrs > self.token_lifetime:
+                        # what Microsoft says when a long download outlives the token
+                        send("-ERR AccessTokenExpired: the access token has expired")
+                        continue
                 pending_pop.add(n - 1)
                 send("+OK %d octets" % size(m), *body, ".")
             elif word == "DELE" and msg(arg) is not None:
@@ -1566,6 +1575,29 @@ def test_xoauth2_rejected_token(fake, ws):
     assert f.oauth_payloads == [("XOAUTH2", b"user=%s\x01auth=Bearer tok-expired\x01\x01" %
                                  OAUTH_USER.encode())]
     assert f.remaining() == ["uid-01"] and ws.delivered() == []
+
+
+def test_token_expiring_mid_download_is_refreshed_once(fake, ws):
+    """Microsoft's tokens last about an hour: a RETR after that says
+    AccessTokenExpired. The client keeps what it has (DELE + QUIT), runs
+    password_command again, and carries on in a new session."""
+    msgs = fake_messages(4)
+    f = fake(msgs, sasl=("XOAUTH2",), login=OAUTH_USER, tokens={"tok-1", "tok-2"},
+             token_lifetime=2)
+    counter = ws.home / "calls"
+    script = ws.home / "token.sh"
+    script.write_text('#!/bin/sh\nn=$(cat "%s" 2>/dev/null || echo 0)\nn=$((n + 1))\n'
+                      'echo $n > "%s"\necho tok-$n\n' % (counter, counter))
+    os.chmod(script, 0o755)
+    ws.write(fake_account(ws, f, auth="xoauth2", user=OAUTH_USER, password=None,
+                          password_command=script))
+    r = ws.run("--json")
+    assert r.rc == EX_OK and r.json[0]["fetched"] == 4, r
+    assert counter.read_text().strip() == "2", "the token command ran once more, not again"
+    assert sorted(ws.delivered()) == sorted(d for _, d in msgs)
+    assert f.remaining() == []
+    # the first session committed its two messages before giving up
+    assert f.commands(0).count("DELE") == 2 and f.commands(0)[-1] == "QUIT", f.sessions
 
 
 def test_xoauth2_token_refresh_once(fake, ws):
