@@ -5,6 +5,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -78,6 +80,8 @@ int client_connect(struct client_conn *c, const char *host, unsigned port,
 	if (c->fd < 0)
 		return fail(c, "cannot connect to %s port %u: %s", host, port, strerror(err));
 	struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+	int one = 1; /* commands go out whole; pipelined ones must not wait */
+	setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 	return 0;

@@ -13,6 +13,8 @@
 #include "server/lmtp_conn.h"
 
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -509,6 +511,10 @@ void lmtp_conn_accept(struct server *srv, struct listener *li, int fd,
 		(void)ignored;
 		close(fd);
 		return;
+	}
+	if (peer->sa_family != AF_UNIX) {
+		int one = 1; /* whole replies; no waiting for delayed ACKs */
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	}
 	struct lmtp_conn *c = xcalloc(1, sizeof(*c));
 	c->srv = srv;
