@@ -263,6 +263,68 @@ def test_preauth_timeout_closes_silently(make_server):
     assert wait_until(lambda: "reason=idle timeout" in srv.log(), 5)
 
 
+def stalled_client(srv, rcvbuf=4096):
+    """A RawClient with a small receive buffer (set before connect, so the
+    window it advertises stays small): a reader that stops reading stalls
+    the server's sends after a few kilobytes instead of megabytes."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.settimeout(10)
+    sock.connect((srv.host, srv.port))
+    c = RawClient.__new__(RawClient)
+    c.sock, c.buf = sock, b""
+    assert c.readline().startswith(b"+OK")
+    return c
+
+
+def big_body(megabytes):
+    line = b"0123456789" * 7 + b"\n"  # 71 octets, nothing to stuff
+    return b"Subject: big\n\n" + line * (megabytes * 1024 * 1024 // len(line))
+
+
+def test_send_timeout_commits_nothing(make_server):
+    """Issue 3 / RFC 1939 §3 and §6: a session that ends on a send timeout
+    never reaches UPDATE. DELE 1, then a RETR the client stops reading: the
+    server gives up after send_timeout, and every message is still there,
+    under its old name (not moved to cur/ as "seen" either)."""
+    srv = make_server(start=False, settings={"pop3": {"send_timeout": "1s"}})
+    srv.add_user(USER, "secret")
+    srv.deliver(USER, MSG)
+    srv.deliver(USER, big_body(8))
+    srv.deliver(USER, b"Subject: third\n\nthree\n")
+    srv.start()
+    before = srv.messages(USER)
+    assert len(before) == 3
+
+    c = stalled_client(srv)
+    assert c.command("USER " + USER).startswith(b"+OK")
+    assert c.command("PASS secret").startswith(b"+OK Maildrop has 3 messages")
+    assert c.command("RETR 1").startswith(b"+OK")  # retrieved: would become Seen
+    c.read_multiline()
+    assert c.command("DELE 1") == b"+OK Message 1 deleted"
+    assert c.command("DELE 3").startswith(b"+OK")
+    c.send("RETR 2\r\n")  # ... and read nothing more
+    t0 = time.monotonic()
+    assert wait_until(lambda: "reason=send timeout" in srv.log(), 20), \
+        "no send timeout after 20 s:\n" + srv.log()
+    assert time.monotonic() - t0 >= 0.9
+    ends = session_end_lines(srv, USER)
+    assert len(ends) == 1 and "reason=send timeout" in ends[0], ends
+    assert " state=transaction " in ends[0], ends  # never reached UPDATE
+    assert " deleted=0 " in ends[0], ends
+    c.close()
+
+    # Nothing committed: same files, same names, same directories.
+    assert srv.messages(USER) == before
+    assert sorted(p.name for p in (srv.maildir(USER) / "new").iterdir()) == before
+    # And the lock went with the session: a new one sees all three.
+    c = login(srv)
+    assert c.command("STAT").startswith(b"+OK 3 "), srv.log()
+    assert c.command("QUIT") == b"+OK Bye, 3 messages left"
+    c.close()
+    assert srv.messages(USER) == before
+
+
 def test_idle_timeout_below_10_minutes_refused(make_server):
     srv = make_server(start=False, settings={"pop3": {"idle_timeout": "599s"}})
     srv.add_user(USER, "secret")
@@ -516,7 +578,6 @@ def test_loopback_may_use_user_pass(server):
     c.close()
 
 
-@pytest.mark.skip(reason="non-loopback plaintext refusal needs a non-loopback client "
-                         "address; tests use 127.0.0.1 only and TLS is not there yet")
-def test_non_loopback_refuses_plaintext():
-    pass
+# Untrusted (non-loopback) addresses are refused USER, PASS and AUTH PLAIN/LOGIN
+# until STLS: test_tls.py test_plaintext_refused_on_untrusted_address, with a
+# client bound to 127.0.0.2 and trusted_networks = 127.0.0.1/32.
