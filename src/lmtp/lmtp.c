@@ -42,7 +42,8 @@ struct lmtp_session {
 	char *helo;
 	char *sender;
 	uint64_t declared_size;
-	char *pending_rcpt;          /* RCPT being looked up */
+	char *pending_rcpt;          /* RCPT being looked up, as written */
+	char *pending_lookup;        /* the same unquoted, for the lookup */
 	struct recipient *rcpts;     /* accepted ones */
 	size_t n_rcpts;
 	/* DATA */
@@ -83,6 +84,8 @@ static void reset_transaction(struct lmtp_session *s)
 	s->sender = NULL;
 	free(s->pending_rcpt);
 	s->pending_rcpt = NULL;
+	free(s->pending_lookup);
+	s->pending_lookup = NULL;
 	for (size_t i = 0; i < s->n_rcpts; i++)
 		free(s->rcpts[i].address);
 	free(s->rcpts);
@@ -115,8 +118,10 @@ static void bad_command(struct lmtp_session *s, const char *text)
 
 /*
  * "<path>" possibly followed by parameters. Source routes (<@a,@b:u@d>) are
- * accepted and dropped. Returns the address (malloc'd; "" for <>) and points
- * *rest after the '>', or NULL if malformed.
+ * accepted and dropped. Returns the address as written (malloc'd; "" for <>),
+ * quoted local part and all: that is the form for the trace headers and the
+ * replies (`"john doe"@x`, never `john doe@x`). Points *rest after the '>'.
+ * NULL if malformed.
  */
 static char *parse_path(const char *p, const char **rest)
 {
@@ -136,15 +141,15 @@ static char *parse_path(const char *p, const char **rest)
 	for (; *p != '\0'; p++) {
 		if (quoted) {
 			if (*p == '\\' && p[1] != '\0')
-				buf_append_byte(&b, *++p);
+				buf_append_byte(&b, *p++); /* quoted-pair: both kept */
 			else if (*p == '"')
 				quoted = false;
-			else
-				buf_append_byte(&b, *p);
+			buf_append_byte(&b, *p);
 			continue;
 		}
 		if (*p == '"') {
 			quoted = true;
+			buf_append_byte(&b, *p);
 			continue;
 		}
 		if (*p == '>')
@@ -162,6 +167,25 @@ static char *parse_path(const char *p, const char **rest)
 bad:
 	buf_free(&b);
 	return NULL;
+}
+
+/* The address with its quoting removed (`"john doe"@x` -> `john doe@x`):
+ * the form the user database is searched with. */
+static char *unquote_address(const char *addr)
+{
+	struct buf b = BUF_INIT;
+	bool quoted = false;
+	for (const char *p = addr; *p != '\0'; p++) {
+		if (quoted && *p == '\\' && p[1] != '\0')
+			buf_append_byte(&b, *++p);
+		else if (*p == '"')
+			quoted = !quoted;
+		else
+			buf_append_byte(&b, *p);
+	}
+	if (b.data == NULL)
+		return xstrdup("");
+	return b.data;
 }
 
 /* ---- commands ------------------------------------------------------------------ */
@@ -270,8 +294,9 @@ static void cmd_rcpt(struct lmtp_session *s, const char *arg)
 		return;
 	}
 	s->pending_rcpt = addr;
+	s->pending_lookup = unquote_address(addr);
 	request(s, LMTP_REQ_RCPT);
-	s->req.address = s->pending_rcpt;
+	s->req.address = s->pending_lookup;
 	s->req.declared_size = s->declared_size;
 }
 
@@ -571,6 +596,8 @@ void lmtp_session_rcpt_done(struct lmtp_session *s, enum lmtp_rcpt_result result
 	request(s, LMTP_REQ_NONE);
 	char *addr = s->pending_rcpt;
 	s->pending_rcpt = NULL;
+	free(s->pending_lookup);
+	s->pending_lookup = NULL;
 	switch (result) {
 	case LMTP_RCPT_OK:
 		s->rcpts = xreallocarray(s->rcpts, s->n_rcpts + 1, sizeof(*s->rcpts));

@@ -37,7 +37,7 @@ enum lmtp_request_kind {
 
 struct lmtp_request {
 	enum lmtp_request_kind kind;
-	const char *address;   /* RCPT: the recipient, without <> */
+	const char *address;   /* RCPT: the recipient, without <> and quoting (lookup form) */
 	uint64_t declared_size;/* RCPT: MAIL FROM's SIZE=, 0 if none */
 	size_t recipients;     /* DATA_*: accepted recipients */
 };
@@ -78,7 +78,8 @@ const struct lmtp_request *lmtp_session_request(const struct lmtp_session *s);
 struct buf *lmtp_session_output(struct lmtp_session *s);
 struct buf *lmtp_session_body(struct lmtp_session *s);
 
-/* Envelope, for trace headers and logs. */
+/* Envelope, for trace headers and logs: addresses as the client wrote them,
+ * quoted local parts kept (RFC 5321 §4.1.2). */
 const char *lmtp_session_helo(const struct lmtp_session *s);
 const char *lmtp_session_sender(const struct lmtp_session *s);
 const char *lmtp_session_recipient(const struct lmtp_session *s, size_t i);

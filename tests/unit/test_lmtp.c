@@ -460,6 +460,48 @@ static void test_quoted_local_parts(void **state)
 	                    "501 5.1.3 Bad recipient address syntax\r\n");
 }
 
+/* The quoting stays in what goes into headers and replies (Return-Path, Delivered-To,
+ * "for <...>", "250 2.1.5 <...>"); only the lookup gets the unquoted form. */
+static void test_quoted_local_parts_are_kept_for_headers(void **state)
+{
+	struct fx *f = *state;
+	start(f);
+	lhlo(f);
+	mail(f, "MAIL FROM:<\"john doe\"@example.net>");
+	assert_string_equal(lmtp_session_sender(f->s), "\"john doe\"@example.net");
+	static const struct {
+		const char *line, *lookup, *kept;
+	} cases[] = {
+	    {"RCPT TO:<\"first last\"@example.org>", "first last@example.org",
+	     "\"first last\"@example.org"},
+	    {"RCPT TO:<\"x\\\"y\"@example.org>", "x\"y@example.org", "\"x\\\"y\"@example.org"},
+	    {"RCPT TO:<@hop.example:\"q u\"@example.org>", "q u@example.org", "\"q u\"@example.org"},
+	    {"RCPT TO:<plain@example.org>", "plain@example.org", "plain@example.org"},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		feed(f, cases[i].line);
+		assert_string_equal(take(f), "");
+		assert_int_equal(req(f), LMTP_REQ_RCPT);
+		assert_string_equal(lmtp_session_request(f->s)->address, cases[i].lookup);
+		lmtp_session_rcpt_done(f->s, LMTP_RCPT_OK);
+		char expected[128];
+		snprintf(expected, sizeof(expected), "250 2.1.5 <%s> Recipient OK\r\n", cases[i].kept);
+		assert_string_equal(take(f), expected);
+		assert_string_equal(lmtp_session_recipient(f->s, i), cases[i].kept);
+	}
+	/* an unknown quoted recipient is named as written too */
+	feed(f, "RCPT TO:<\"no body\"@example.org>");
+	assert_string_equal(lmtp_session_request(f->s)->address, "no body@example.org");
+	lmtp_session_rcpt_done(f->s, LMTP_RCPT_UNKNOWN);
+	assert_string_equal(take(f), "550 5.1.1 <\"no body\"@example.org> User unknown\r\n");
+	/* a loop is spotted against the Delivered-To written with the quotes */
+	data(f, 4);
+	text(f, (const char *const[]){"Delivered-To: \"first last\"@example.org", "", "x", NULL});
+	enum lmtp_store_result results[4] = {LMTP_STORED, LMTP_STORED, LMTP_STORED, LMTP_STORED};
+	const char *out = finish(f, 4, results);
+	assert_non_null(strstr(out, "554 5.4.6 <\"first last\"@example.org> Mail loop"));
+}
+
 static void test_rcpt_addresses(void **state)
 {
 	struct fx *f = *state;
@@ -1091,6 +1133,7 @@ int main(void)
 	    T(test_rset_and_second_lhlo_reset_the_transaction),
 	    T(test_mail_addresses),
 	    T(test_quoted_local_parts),
+	    T(test_quoted_local_parts_are_kept_for_headers),
 	    T(test_rcpt_addresses),
 	    T(test_address_length_limit),
 	    T(test_size_and_body_parameters),
