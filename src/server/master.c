@@ -346,6 +346,10 @@ static void reap(struct master *m)
 	pid_t pid;
 	while ((pid = waitpid(-1, &wstatus, WNOHANG)) > 0) {
 		bool clean = WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0;
+		/* During shutdown, a worker ended by the SIGTERM we sent it
+		 * did what it was told. */
+		if (m->stopping && WIFSIGNALED(wstatus) && WTERMSIG(wstatus) == SIGTERM)
+			clean = true;
 		struct generation *gens[MAX_OLD + 1] = {m->current};
 		memcpy(gens + 1, m->old, sizeof(m->old));
 		for (unsigned gi = 0; gi <= MAX_OLD; gi++) {

@@ -116,6 +116,13 @@ int worker_main(struct server *srv)
 
 	event_base_dispatch(srv->base);
 
+	/* The loop is over and this process is leaving: a further stop signal
+	 * (the master's shutdown racing a graceful exit) must not kill it in
+	 * the middle of its cleanup, once freeing the signal events below
+	 * restores the default actions. The master still bounds the wait. */
+	signal(SIGTERM, SIG_IGN);
+	signal(SIGINT, SIG_IGN);
+	signal(SIGQUIT, SIG_IGN);
 	/* Let in-flight jobs finish and free their sessions. */
 	workpool_free(srv->pool);
 	close_listeners(srv);
