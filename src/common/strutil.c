@@ -1,6 +1,7 @@
 /* strutil.c - strict parsers; anything not fully understood is an error. */
 #include "common/strutil.h"
 
+#include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
@@ -123,4 +124,42 @@ bool const_time_eq(const void *a, size_t alen, const void *b, size_t blen)
 	if (alen != blen)
 		return false;
 	return CRYPTO_memcmp(a, b, alen) == 0;
+}
+
+static bool log_plain_char(unsigned char ch)
+{
+	return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+	       strchr("-._@+=%/:", ch) != NULL;
+}
+
+const char *str_log_safe(const char *in, char *out, size_t size)
+{
+	bool plain = *in != '\0';
+	for (const unsigned char *p = (const unsigned char *)in; *p && plain; p++)
+		plain = log_plain_char(*p);
+	size_t o = 0;
+	if (!plain)
+		out[o++] = '"';
+	for (const unsigned char *p = (const unsigned char *)in; *p; p++) {
+		char piece[5];
+		size_t n;
+		if (plain || (*p > 0x20 && *p < 0x7f && *p != '"' && *p != '\\')) {
+			piece[0] = (char)*p;
+			n = 1;
+		} else {
+			snprintf(piece, sizeof(piece), "\\x%02X", *p);
+			n = 4;
+		}
+		if (o + n + 5 > size) { /* room for '...', '"' and NUL */
+			memcpy(out + o, "...", 3);
+			o += 3;
+			break;
+		}
+		memcpy(out + o, piece, n);
+		o += n;
+	}
+	if (!plain)
+		out[o++] = '"';
+	out[o] = '\0';
+	return out;
 }

@@ -26,5 +26,10 @@ int str_split_list(char *s, int (*fn)(const char *item, void *arg), void *arg);
 bool str_ieq_n(const char *a, size_t alen, const char *b);
 /* Compare two byte strings in constant time (for the lengths given). */
 bool const_time_eq(const void *a, size_t alen, const void *b, size_t blen);
+/* A client-supplied word fit for a "key=value" log line: as it is when it
+ * holds only letters, digits and -._@+=%/:, otherwise in double quotes with
+ * '"', '\\' and bytes outside 0x21-0x7E escaped as \xHH, so no name can forge
+ * another field. Truncated with "..." to fit out (size at least 8). */
+const char *str_log_safe(const char *in, char *out, size_t size);
 
 #endif

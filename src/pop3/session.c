@@ -204,9 +204,14 @@ static void cmd_capa(struct pop3_session *s, const struct pop3_command *cmd)
 	reply(s, "TOP");
 	if (plaintext_allowed(s))
 		reply(s, "USER");
-	buf_append_str(&s->out, "SASL");
-	list_mechanisms(s, false);
-	buf_append_str(&s->out, "\r\n");
+	bool any_mechanism = false;
+	for (int m = 0; m < SASL_MECH_COUNT; m++)
+		any_mechanism = any_mechanism || mechanism_usable(s, (enum sasl_mech)m);
+	if (any_mechanism) { /* RFC 2449 §6.3: the SASL tag lists mechanisms */
+		buf_append_str(&s->out, "SASL");
+		list_mechanisms(s, false);
+		buf_append_str(&s->out, "\r\n");
+	}
 	reply(s, "RESP-CODES");
 	reply(s, "AUTH-RESP-CODE");
 	reply(s, "PIPELINING");

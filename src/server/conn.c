@@ -39,6 +39,7 @@
 #include "common/bounds.h"
 #include "common/log.h"
 #include "common/net.h"
+#include "common/strutil.h"
 #include "common/xmalloc.h"
 #include "server/framing.h"
 #include "server/lmtp_conn.h"
@@ -228,9 +229,10 @@ static void log_session_end(struct conn *c)
 	}
 	const struct pop3_stats *st = pop3_session_stats(c->session);
 	const char *user = pop3_session_user(c->session);
+	char safe[2 * POP3_MAX_COMMAND_LINE];
 	log_info("session end: user=%s ip=%s state=%s tls=%s retrieved=%llu bytes=%llu "
 		 "deleted=%llu commands=%llu bad=%llu authfail=%llu duration=%.3fs reason=%s",
-		 user ? user : "-", c->peer, state_name(c), c->tls ? "yes" : "no",
+		 user ? str_log_safe(user, safe, sizeof(safe)) : "-", c->peer, state_name(c), c->tls ? "yes" : "no",
 		 (unsigned long long)st->retrieved, (unsigned long long)st->retrieved_bytes,
 		 (unsigned long long)st->deleted, (unsigned long long)st->commands,
 		 (unsigned long long)st->bad_commands, (unsigned long long)st->auth_failures,
@@ -549,7 +551,9 @@ static void login_done(struct work *w)
 	}
 	if (job->result == POP3_LOGIN_OK) {
 		c->md = job->md;
-		log_info("login: user=%s ip=%s method=%s tls=%s messages=%zu octets=%llu", job->user,
+		char safe[2 * POP3_MAX_COMMAND_LINE];
+		log_info("login: user=%s ip=%s method=%s tls=%s messages=%zu octets=%llu",
+			 str_log_safe(job->user, safe, sizeof(safe)),
 			 c->peer, job->mechanism, c->tls ? "yes" : "no", c->md->count,
 			 (unsigned long long)c->md->total_size);
 		struct pop3_maildrop view = {c->md->count, view_size, view_uidl, c->md};
@@ -560,7 +564,9 @@ static void login_done(struct work *w)
 		process(c);
 		return;
 	}
-	log_info("login failed: user=%s ip=%s method=%s reason=%s delay=%ums", job->user, c->peer,
+	char safe[2 * POP3_MAX_COMMAND_LINE];
+	log_info("login failed: user=%s ip=%s method=%s reason=%s delay=%ums",
+		 str_log_safe(job->user, safe, sizeof(safe)), c->peer,
 		 job->mechanism, job->why ? job->why : "unknown", job->delay_ms);
 	enum pop3_login_result result = job->result;
 	unsigned delay = job->delay_ms;
@@ -654,7 +660,7 @@ static bool handle_request(struct conn *c)
 	case POP3_REQ_SASL_LOOKUP:
 		if (c->lookup != NULL)
 			return false;
-		c->lookup = lookup_job_new(c->srv, c, req->user);
+		c->lookup = lookup_job_new(c->srv, c, req->user, &c->addr_key);
 		c->lookup->work.run = lookup_run;
 		c->lookup->work.done = lookup_done;
 		workpool_submit(c->srv->pool, &c->lookup->work);
@@ -840,19 +846,28 @@ void conn_accept(struct server *srv, struct listener *li, int fd, const struct s
 	net_format_host(peer, host, sizeof(host));
 	/* Refusals are sent in the clear; on a TLS port the client sees a
 	 * handshake failure, which is all it can be told. */
-	if (srv->stopping || srv->n_sessions >= srv->cfg->max_sessions) {
-		refuse(fd, "-ERR [SYS/TEMP] Too many connections, try again later\r\n");
-		log_warning("refused connection from %s: session limit (%u) reached", host,
-			    srv->cfg->max_sessions);
+	if (srv->stopping) {
+		refuse(fd, "-ERR [SYS/TEMP] Server shutting down, try again later\r\n");
 		return;
 	}
 	/* Replies are written whole; Nagle would hold a reply's last small
 	 * segment (".\r\n") for the client's delayed ACK, 40 ms a command. */
 	int one = 1;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	/* Both limits hold across all worker processes (shared.c). */
 	struct shared_key key;
 	shared_key_addr(peer, &key);
-	if (!shared_session_enter(srv->shared, &key, srv->cfg->max_sessions_per_ip)) {
+	switch (shared_session_enter(srv->shared, &key, srv->cfg->max_sessions_per_ip,
+				     srv->cfg->max_sessions)) {
+	case SHARED_ENTER_OK:
+		break;
+	case SHARED_ENTER_TOTAL:
+		refuse(fd, "-ERR [SYS/TEMP] Too many connections, try again later\r\n");
+		log_warning("refused connection from %s: session limit (%u) reached", host,
+			    srv->cfg->max_sessions);
+		return;
+	case SHARED_ENTER_KEY:
+	default:
 		refuse(fd, "-ERR [SYS/TEMP] Too many connections from your address\r\n");
 		log_warning("refused connection from %s: %u sessions from this address", host,
 			    srv->cfg->max_sessions_per_ip);

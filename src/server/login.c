@@ -168,26 +168,43 @@ static unsigned penalty_delay(const struct config *cfg, unsigned failures)
 	return (unsigned)ms;
 }
 
+/* The brute-force limits: the reason for refusing, or NULL. */
+static const char *throttled(struct server *srv, const struct shared_key *addr_key,
+			     const struct shared_key *user_key, time_t now)
+{
+	const struct config *cfg = srv->cfg;
+	unsigned window = cfg->penalty_window_ms / 1000;
+	if (shared_failures(srv->shared, addr_key, now, window) >= cfg->ip_failure_limit)
+		return "too many failed logins from this address";
+	if (shared_failures(srv->shared, user_key, now, window) >= cfg->user_failure_limit)
+		return "too many failed logins for this user";
+	return NULL;
+}
+
+static unsigned elapsed_ms(const struct timespec *since)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	long long ms = (now.tv_sec - since->tv_sec) * 1000LL + (now.tv_nsec - since->tv_nsec) / 1000000;
+	return ms < 0 ? 0 : ms > UINT32_MAX ? UINT32_MAX : (unsigned)ms;
+}
+
 void login_job_run(struct login_job *job)
 {
 	struct server *srv = job->srv;
 	const struct config *cfg = srv->cfg;
 	unsigned window = cfg->penalty_window_ms / 1000;
 	time_t now = time(NULL);
+	struct timespec started;
+	clock_gettime(CLOCK_MONOTONIC, &started);
 	struct shared_key user_key;
 	shared_key_user(job->user, &user_key);
 	struct user_record rec = {0};
 
 	/* Brute-force limits first: a refused attempt costs no hashing. */
-	if (shared_failures(srv->shared, &job->addr_key, now, window) >= cfg->ip_failure_limit) {
+	job->why = throttled(srv, &job->addr_key, &user_key, now);
+	if (job->why != NULL) {
 		job->result = POP3_LOGIN_THROTTLED;
-		job->why = "too many failed logins from this address";
-		job->delay_ms = cfg->max_failure_delay_ms;
-		return;
-	}
-	if (shared_failures(srv->shared, &user_key, now, window) >= cfg->user_failure_limit) {
-		job->result = POP3_LOGIN_THROTTLED;
-		job->why = "too many failed logins for this user";
 		job->delay_ms = cfg->max_failure_delay_ms;
 		return;
 	}
@@ -201,13 +218,19 @@ void login_job_run(struct login_job *job)
 		job->result = POP3_LOGIN_FAILED;
 		unsigned n = shared_add_failure(srv->shared, &job->addr_key, now, window);
 		shared_add_failure(srv->shared, &user_key, now, window);
-		job->delay_ms = penalty_delay(cfg, n);
+		/* The delay counts from the start of the check: a cheap hash
+		 * (or none, for an unknown user) and a costly one are answered
+		 * after the same time, as long as the hash takes less than
+		 * failure_delay. */
+		unsigned spent = elapsed_ms(&started);
+		unsigned delay = penalty_delay(cfg, n);
+		job->delay_ms = delay > spent ? delay - spent : 0;
 		goto out;
 	}
 	shared_clear_failures(srv->shared, &user_key);
 	/* pop3.md §10: delay and lock answers only after the credentials were
 	 * found good (they confirm the password to whoever sent it). */
-	if (!shared_login_allowed(srv->shared, &user_key, now, cfg->login_delay)) {
+	if (!shared_login_allowed(srv->shared, &user_key, now, cfg->login_delay, false)) {
 		job->result = POP3_LOGIN_DELAYED;
 		job->why = "login delay";
 		goto out;
@@ -220,6 +243,10 @@ void login_job_run(struct login_job *job)
 		goto out;
 	}
 	job->result = store_result(maildir_open(path, &job->md));
+	/* Only a login that got its maildrop starts the LOGIN-DELAY clock: a
+	 * client told [IN-USE] may retry at once. */
+	if (job->result == POP3_LOGIN_OK)
+		shared_login_allowed(srv->shared, &user_key, now, cfg->login_delay, true);
 	if (job->result == POP3_LOGIN_IN_USE)
 		job->why = "maildrop in use";
 	else if (job->result != POP3_LOGIN_OK)
@@ -230,12 +257,14 @@ out:
 
 /* ---- the SCRAM lookup job -------------------------------------------------------- */
 
-struct lookup_job *lookup_job_new(struct server *srv, struct conn *conn, const char *user)
+struct lookup_job *lookup_job_new(struct server *srv, struct conn *conn, const char *user,
+				  const struct shared_key *addr_key)
 {
 	struct lookup_job *job = xcalloc(1, sizeof(*job));
 	job->srv = srv;
 	job->conn = conn;
 	job->user = xstrdup(user);
+	job->addr_key = *addr_key;
 	return job;
 }
 
@@ -266,8 +295,15 @@ static void stand_in_record(const struct server *srv, const char *user, struct s
 
 void lookup_job_run(struct lookup_job *job)
 {
-	struct user_record rec;
-	if (passwd_db_lookup(job->srv->users, job->user, &rec) == 1 &&
+	struct user_record rec = {0};
+	struct shared_key user_key;
+	shared_key_user(job->user, &user_key);
+	/* A throttled client must not learn from the server's final SCRAM
+	 * message that its guess was right: it gets keys that cannot match
+	 * (and the login job then refuses it as throttled). */
+	if (throttled(job->srv, &job->addr_key, &user_key, time(NULL)) != NULL) {
+		stand_in_record(job->srv, job->user, &job->record);
+	} else if (passwd_db_lookup(job->srv->users, job->user, &rec) == 1 &&
 	    strncmp(rec.password, "{SCRAM-SHA-256}", 15) == 0 &&
 	    scram_parse_record(rec.password + 15, &job->record) == 0) {
 		job->real = true;

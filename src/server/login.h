@@ -52,11 +52,13 @@ struct lookup_job {
 	struct server *srv;
 	struct conn *conn;
 	char *user;
+	struct shared_key addr_key;
 	struct scram_record record;
 	bool real; /* the user has SCRAM keys */
 };
 
-struct lookup_job *lookup_job_new(struct server *srv, struct conn *conn, const char *user);
+struct lookup_job *lookup_job_new(struct server *srv, struct conn *conn, const char *user,
+				  const struct shared_key *addr_key);
 void lookup_job_run(struct lookup_job *job);
 void lookup_job_free(struct lookup_job *job);
 

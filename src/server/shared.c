@@ -8,6 +8,8 @@
 #include <sys/mman.h>
 
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
 
 #include "common/log.h"
 
@@ -27,6 +29,11 @@ struct shared_table {
 	pthread_mutex_t lock;
 	unsigned n;
 	size_t map_size;
+	/* Where a key lives is keyed with a secret, so nobody can pick client
+	 * addresses or user names that crowd one slot's neighbourhood and
+	 * evict someone else's failure count. */
+	unsigned char seed[32];
+	uint32_t sessions; /* POP3 sessions in all workers */
 	struct slot slots[];
 };
 
@@ -48,6 +55,11 @@ struct shared_table *shared_create(unsigned slots)
 	pthread_mutexattr_destroy(&attr);
 	t->n = slots;
 	t->map_size = size;
+	if (RAND_bytes(t->seed, sizeof(t->seed)) != 1) {
+		log_error("shared memory: no random numbers for the table's seed");
+		munmap(t, size);
+		return NULL;
+	}
 	return t;
 }
 
@@ -108,8 +120,11 @@ void shared_key_user(const char *user, struct shared_key *out)
 static struct slot *find(struct shared_table *t, const struct shared_key *key, bool create,
 			 time_t now)
 {
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int mdlen = 0;
+	HMAC(EVP_sha256(), t->seed, sizeof(t->seed), key->k, sizeof(key->k), md, &mdlen);
 	uint32_t h;
-	memcpy(&h, key->k, sizeof(h));
+	memcpy(&h, md, sizeof(h));
 	struct slot *victim = NULL;
 	for (unsigned i = 0; i < PROBE && i < t->n; i++) {
 		struct slot *s = &t->slots[(h + i) % t->n];
@@ -181,15 +196,27 @@ void shared_clear_failures(struct shared_table *t, const struct shared_key *key)
 	unlock(t);
 }
 
-bool shared_session_enter(struct shared_table *t, const struct shared_key *key, unsigned limit)
+enum shared_enter shared_session_enter(struct shared_table *t, const struct shared_key *key,
+				       unsigned per_key_limit, unsigned total_limit)
 {
 	lock(t);
-	struct slot *s = find(t, key, true, time(NULL));
-	bool ok = s == NULL || s->sessions < limit; /* no room: do not refuse anyone */
-	if (ok && s != NULL)
-		s->sessions++;
+	enum shared_enter r = SHARED_ENTER_OK;
+	struct slot *s = NULL;
+	if (t->sessions >= total_limit) {
+		r = SHARED_ENTER_TOTAL;
+	} else {
+		s = find(t, key, true, time(NULL));
+		/* no room in the table: do not refuse anyone for it */
+		if (s != NULL && s->sessions >= per_key_limit)
+			r = SHARED_ENTER_KEY;
+	}
+	if (r == SHARED_ENTER_OK) {
+		t->sessions++;
+		if (s != NULL)
+			s->sessions++;
+	}
 	unlock(t);
-	return ok;
+	return r;
 }
 
 void shared_session_leave(struct shared_table *t, const struct shared_key *key)
@@ -198,6 +225,8 @@ void shared_session_leave(struct shared_table *t, const struct shared_key *key)
 	struct slot *s = find(t, key, false, 0);
 	if (s != NULL && s->sessions > 0)
 		s->sessions--;
+	if (t->sessions > 0)
+		t->sessions--;
 	unlock(t);
 }
 
@@ -206,18 +235,19 @@ void shared_reset_sessions(struct shared_table *t)
 	lock(t);
 	for (unsigned i = 0; i < t->n; i++)
 		t->slots[i].sessions = 0;
+	t->sessions = 0;
 	unlock(t);
 }
 
 bool shared_login_allowed(struct shared_table *t, const struct shared_key *key, time_t now,
-			  unsigned delay_s)
+			  unsigned delay_s, bool record)
 {
 	if (delay_s == 0)
 		return true;
 	lock(t);
-	struct slot *s = find(t, key, true, now);
+	struct slot *s = find(t, key, record, now);
 	bool ok = s == NULL || s->last_login == 0 || now - s->last_login >= (time_t)delay_s;
-	if (ok && s != NULL)
+	if (record && s != NULL)
 		s->last_login = now;
 	unlock(t);
 	return ok;

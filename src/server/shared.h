@@ -38,14 +38,19 @@ unsigned shared_add_failure(struct shared_table *t, const struct shared_key *key
 			    unsigned window_s);
 void shared_clear_failures(struct shared_table *t, const struct shared_key *key);
 
-/* Sessions per address: false (and nothing counted) if limit is reached. */
-bool shared_session_enter(struct shared_table *t, const struct shared_key *key, unsigned limit);
+/* POP3 sessions, in all and per address: anything but SHARED_ENTER_OK (and
+ * nothing counted) when a limit is reached. */
+enum shared_enter { SHARED_ENTER_OK, SHARED_ENTER_TOTAL, SHARED_ENTER_KEY };
+enum shared_enter shared_session_enter(struct shared_table *t, const struct shared_key *key,
+				       unsigned per_key_limit, unsigned total_limit);
 void shared_session_leave(struct shared_table *t, const struct shared_key *key);
-/* After a worker died without cleaning up: forget every session count. */
+/* After a worker died without cleaning up: forget every session count (the
+ * survivors' sessions are then undercounted until they end). */
 void shared_reset_sessions(struct shared_table *t);
 
-/* LOGIN-DELAY: true (and the login recorded) if delay_s passed since the last. */
+/* LOGIN-DELAY: true if delay_s passed since the last recorded login; with
+ * record, this login is recorded too. */
 bool shared_login_allowed(struct shared_table *t, const struct shared_key *key, time_t now,
-			  unsigned delay_s);
+			  unsigned delay_s, bool record);
 
 #endif

@@ -565,7 +565,9 @@ static int relocate(struct maildir *md, size_t i)
 			return -1;
 		DIR *d = fdopendir(dup_fd);
 		if (d == NULL) {
+			int saved = errno;
 			close(dup_fd);
+			errno = saved;
 			return -1;
 		}
 		rewinddir(d);
@@ -581,7 +583,8 @@ static int relocate(struct maildir *md, size_t i)
 		}
 		closedir(d);
 	}
-	return -1;
+	errno = ENOENT;
+	return 1;
 }
 
 int maildir_open_message(struct maildir *md, size_t i)
@@ -592,7 +595,7 @@ int maildir_open_message(struct maildir *md, size_t i)
 				O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 		if (fd >= 0)
 			return fd;
-		if (errno != ENOENT || relocate(md, i) < 0)
+		if (errno != ENOENT || relocate(md, i) != 0)
 			break;
 	}
 	return -1;
@@ -634,7 +637,7 @@ static int mark_seen(struct maildir *md, size_t i)
 			return 0;
 		}
 		free(target);
-		if (saved != ENOENT || relocate(md, i) < 0) {
+		if (saved != ENOENT || relocate(md, i) != 0) {
 			errno = saved;
 			return -1;
 		}
@@ -650,18 +653,23 @@ static int delete_message(struct maildir *md, size_t i)
 			return 0;
 		if (errno != ENOENT)
 			return -1;
-		if (relocate(md, i) < 0)
+		int rc = relocate(md, i);
+		if (rc > 0)
 			return 0; /* gone already: nothing left to delete */
+		if (rc < 0)
+			return -1; /* could not look: it may still be there */
 	}
 	return -1;
 }
 
 size_t maildir_commit(struct maildir *md, const uint8_t *deleted, const uint8_t *seen)
 {
-	size_t failed = 0;
+	size_t failed = 0, removed = 0;
 	for (size_t i = 0; i < md->count; i++) {
 		if (deleted[i]) {
-			if (delete_message(md, i) < 0) {
+			if (delete_message(md, i) == 0) {
+				removed++;
+			} else {
 				log_error("maildir %s: cannot delete %s: %s", md->path, md->msgs[i].name,
 					  strerror(errno));
 				failed++;
@@ -671,9 +679,12 @@ size_t maildir_commit(struct maildir *md, const uint8_t *deleted, const uint8_t 
 				    strerror(errno));
 		}
 	}
-	/* The removals are durable before QUIT is answered. */
-	if (fsync(md->new_fd) < 0 || fsync(md->cur_fd) < 0)
-		log_warning("maildir %s: fsync: %s", md->path, strerror(errno));
+	/* The removals are durable before QUIT is answered; if that cannot be
+	 * promised, QUIT must not claim them (they may come back). */
+	if (fsync(md->new_fd) < 0 || fsync(md->cur_fd) < 0) {
+		log_error("maildir %s: fsync: %s", md->path, strerror(errno));
+		failed += removed;
+	}
 	return failed;
 }
 

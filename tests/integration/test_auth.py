@@ -721,6 +721,74 @@ def test_unknown_user_and_wrong_password_same_answer_same_time(make_server):
     assert abs(statistics.median(unknown) - statistics.median(wrong)) < 0.1, shown
 
 
+def test_scram_does_not_confirm_a_guess_when_throttled(make_server):
+    """Once an address is over ip_failure_limit, even the right SCRAM proof
+    gets no server signature (which would tell the attacker the guess was
+    right without waiting for the answer to the login)."""
+    srv = make_server(start=False, settings={"auth": {
+        "failure_delay": "0", "max_failure_delay": "0", "max_failures": "10",
+        "ip_failure_limit": "3", "user_failure_limit": "100"}})
+    srv.add_user("sam", stored=pw_hash("pencil", "scram"))
+    srv.start()
+    c = srv.raw()
+    sc, line = scram_auth(c, "sam", "pencil")  # works before the limit
+    assert_logged_in(c, line)
+    c.close()
+    c = srv.raw()
+    for _ in range(3):
+        assert userpass(c, "sam", "wrong") == AUTH_FAILED
+    sc = Scram("sam", "pencil")
+    line = c.command("AUTH SCRAM-SHA-256 " + b64(sc.client_first()))
+    assert line.startswith(b"+ "), line
+    line = c.command(b64(sc.client_final(challenge(line))))
+    assert not line.startswith(b"+ "), "server confirmed the proof while throttled: %r" % line
+    assert line in (THROTTLED, AUTH_FAILED), line
+    assert_not_logged_in(c)
+    c.close()
+    # another address still logs in with SCRAM
+    c = raw_from(srv, "127.0.0.2")
+    sc, line = scram_auth(c, "sam", "pencil")
+    assert_logged_in(c, line)
+    c.close()
+
+
+def test_failure_time_does_not_depend_on_the_hash(make_server):
+    """A wrong password for a user with a cheap hash ({PLAIN}), one with a
+    costly yescrypt hash, and an unknown user are answered after the same
+    time: failure_delay counts from the start of the check."""
+    slow = slow_yescrypt("slowpw")
+    lib = ctypes.CDLL("libcrypt.so.1")
+    lib.crypt.restype = ctypes.c_char_p
+    lib.crypt.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+    t0 = time.monotonic()
+    lib.crypt(b"slowpw", slow[len("{CRYPT}"):].encode())
+    hash_time = time.monotonic() - t0
+    assert hash_time > 0.3, "the costly hash took only %.3f s" % hash_time
+    # well above the hash's cost, even on a machine busy with other work
+    delay = 1.0 + 3 * hash_time
+    srv = make_server(start=False, settings={"auth": {
+        "failure_delay": "%dms" % (delay * 1000), "max_failure_delay": "%dms" % (delay * 1000),
+        "max_failures": "10", "ip_failure_limit": "100", "user_failure_limit": "100"}})
+    srv.add_user("cheap", "cheappw")
+    srv.add_user("slow", stored=slow)
+    srv.start()
+
+    def attempt(user):
+        c = srv.raw()
+        assert c.command("USER %s" % user) == b"+OK Send your password"
+        line, took = timed(c, "PASS wrong")
+        c.close()
+        assert line == AUTH_FAILED, line
+        return took
+
+    times = {u: attempt(u) for u in ("cheap", "slow", "nobody")}
+    shown = {u: "%.3f" % t for u, t in times.items()}
+    assert min(times.values()) >= delay - 0.05, (shown, delay)
+    # without the rule, "slow" would take hash_time longer than "cheap"
+    assert max(times.values()) - min(times.values()) < min(0.25, hash_time / 2), \
+        (shown, "%.3f" % hash_time)
+
+
 # ---- sessions per address ----------------------------------------------------------------
 
 
@@ -807,6 +875,33 @@ def test_max_sessions_per_ip_across_workers(make_server):
         assert c3.readline() == PER_IP_REFUSAL
         assert c3.is_closed(5)
         c3.close()
+    c1.close()
+    c2.close()
+
+
+def test_max_sessions_across_workers(make_server):
+    """[server] max_sessions bounds the POP3 sessions of all workers together."""
+    srv = make_server(settings={"server": {"max_sessions": "2", "workers": "2"}})
+    assert len(srv.worker_pids()) == 2
+    c1 = srv.raw()
+    w1 = worker_of(srv, c1)
+    c2 = None
+    for _ in range(40):
+        c = srv.raw(greeting=False)
+        line = c.readline()
+        if line.startswith(b"+OK") and worker_of(srv, c) != w1:
+            c2 = c
+            break
+        c.close()
+        time.sleep(0.05)  # the closed session's place is given back asynchronously
+    if c2 is None:
+        pytest.skip("the kernel gave every connection to the same worker")
+    for _ in range(6):
+        c3 = srv.raw(greeting=False)
+        assert c3.readline() == b"-ERR [SYS/TEMP] Too many connections, try again later"
+        assert c3.is_closed(5)
+        c3.close()
+    assert "session limit (2) reached" in srv.log()
     c1.close()
     c2.close()
 

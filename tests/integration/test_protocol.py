@@ -4,6 +4,7 @@ EXPIRE / LOGIN-DELAY / IMPLEMENTATION settings, authentication, and what
 poplib and curl make of it.
 """
 import base64
+import fcntl
 import hashlib
 import re
 import shutil
@@ -12,6 +13,8 @@ import subprocess
 import time
 
 import pytest
+
+from conftest import give_tree
 
 # pigeond's answer to NOOP (RFC 1957: "+OK" is followed by a space and text).
 NOOP_OK = b"+OK Still here"
@@ -546,6 +549,36 @@ def test_login_delay_advertised_and_enforced(make_server):
     srv.deliver("bob", b"Subject: b\n\n1\n")
     c = login_user(srv, "bob", "hunter2", count=1)
     quit_ok(c, 1)
+
+
+def test_login_refused_for_a_busy_maildrop_does_not_start_the_login_delay(make_server):
+    """A login answered [IN-USE] got no maildrop: the client's retry once the
+    maildrop is free must not be told [LOGIN-DELAY]."""
+    srv = make_server(settings={"pop3": {"login_delay": "30"}}, start=False)
+    srv.add_user("alice", "secret")
+    srv.start()
+    srv.deliver("alice", b"Subject: a\n\n1\n")
+    lock_path = srv.maildir("alice") / "pigeon-pop3.lock"
+    # another program holds the maildrop (a POSIX lock conflicts with
+    # pigeond's open file description lock)
+    with open(lock_path, "a+b") as holder:
+        give_tree(srv.mailroot)
+        fcntl.lockf(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        c = srv.raw()
+        assert c.command("USER alice") == b"+OK Send your password"
+        line = c.command("PASS secret")
+        assert line.startswith(b"-ERR [IN-USE]"), line
+        c.close()
+        fcntl.lockf(holder, fcntl.LOCK_UN)
+    c = srv.raw()
+    assert c.command("USER alice") == b"+OK Send your password"
+    line = c.command("PASS secret")
+    assert line.startswith(b"+OK Maildrop has 1 messages"), line
+    quit_ok(c, 1)
+    # and that login did start it
+    c, line = try_login(srv)
+    assert line.startswith(b"-ERR [LOGIN-DELAY] "), line
+    c.close()
 
 
 def test_implementation_only_when_configured(make_server):

@@ -929,6 +929,28 @@ static void test_too_many_auth_failures_close_the_session(void **state)
 
 /* ---- plaintext policy and STLS --------------------------------------------------------------- */
 
+/* The default mechanisms (PLAIN LOGIN) on an untrusted plaintext connection:
+ * nothing usable, so no SASL tag at all (RFC 2449 §6.3 lists mechanisms). */
+static void test_capa_has_no_empty_sasl_line(void **state)
+{
+	struct fx *f = *state;
+	f->cfg.mechanisms = (1u << SASL_MECH_PLAIN) | (1u << SASL_MECH_LOGIN);
+	f->info.plaintext_ok = false;
+	f->info.secure = false;
+	fx_start(f);
+	const char *capa = in(f, "CAPA");
+	assert_capa(capa);
+	assert_false(has_line_starting(capa, "SASL"));
+
+	/* Where a mechanism is usable, the line is there. */
+	pop3_session_free(f->s);
+	f->info.plaintext_ok = true;
+	fx_start(f);
+	capa = in(f, "CAPA");
+	assert_true(sasl_lists(capa, "PLAIN"));
+	assert_true(sasl_lists(capa, "LOGIN"));
+}
+
 static void test_plaintext_auth_is_refused_on_insecure_connection(void **state)
 {
 	struct fx *f = *state;
@@ -2410,6 +2432,7 @@ int main(void)
 		T(test_login_ok_reports_count_and_octets),
 		T(test_login_failures_carry_response_codes),
 		T(test_too_many_auth_failures_close_the_session),
+		T(test_capa_has_no_empty_sasl_line),
 		T(test_plaintext_auth_is_refused_on_insecure_connection),
 		T(test_plaintext_auth_is_allowed_when_secure),
 		T(test_plaintext_auth_is_allowed_on_trusted_network),

@@ -238,6 +238,22 @@ static void test_const_time_eq(void **state)
 	assert_true(const_time_eq("abcX", 3, "abcY", 3));
 }
 
+static void test_log_safe_quotes_what_could_forge_fields(void **state)
+{
+	(void)state;
+	char out[64];
+	assert_string_equal(str_log_safe("alice@example.org", out, sizeof(out)), "alice@example.org");
+	assert_string_equal(str_log_safe("x ip=1.2.3.4", out, sizeof(out)), "\"x\\x20ip=1.2.3.4\"");
+	assert_string_equal(str_log_safe("a\"b\\c", out, sizeof(out)), "\"a\\x22b\\x5Cc\"");
+	assert_string_equal(str_log_safe("\r\n\x01\xff", out, sizeof(out)),
+			    "\"\\x0D\\x0A\\x01\\xFF\"");
+	assert_string_equal(str_log_safe("", out, sizeof(out)), "\"\"");
+	/* Truncated, still closed, never past the buffer. */
+	char small[12];
+	assert_string_equal(str_log_safe("abcdefghijklmnop", small, sizeof(small)), "abcdefg...");
+	assert_string_equal(str_log_safe("a b c d e f g", small, sizeof(small)), "\"a\\x20b...\"");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -255,6 +271,7 @@ int main(void)
 		cmocka_unit_test(test_trim_spaces_and_tabs),
 		cmocka_unit_test(test_ieq_n_is_case_insensitive_and_exact_length),
 		cmocka_unit_test(test_const_time_eq),
+		cmocka_unit_test(test_log_safe_quotes_what_could_forge_fields),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
