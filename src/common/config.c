@@ -26,6 +26,7 @@
 
 enum setting_type {
 	SET_STRING,
+	SET_PATH, /* a string that is empty or an absolute path */
 	SET_BOOL,
 	SET_UINT,
 	SET_DURATION_MS,
@@ -62,16 +63,17 @@ _Static_assert(offsetof(struct config, n_trusted_networks) ==
 	       "list count must follow its pointer");
 
 static const struct setting settings[] = {
-	{"server", "pop3_listen", SET_LISTEN, OFF(pop3_listen), 0, 0},
-	{"server", "pop3s_listen", SET_LISTEN, OFF(pop3s_listen), 0, 0},
+	/* For SET_LISTEN, min is the port of an address given without one. */
+	{"server", "pop3_listen", SET_LISTEN, OFF(pop3_listen), 110, 0},
+	{"server", "pop3s_listen", SET_LISTEN, OFF(pop3s_listen), 995, 0},
 	{"server", "max_sessions", SET_UINT, OFF(max_sessions), 1, 1000000},
 	{"server", "max_sessions_per_ip", SET_UINT, OFF(max_sessions_per_ip), 1, 1000000},
 	{"server", "workers", SET_UINT, OFF(workers), 0, 256},
 	{"server", "worker_threads", SET_UINT, OFF(worker_threads), 1, 64},
 	{"server", "user", SET_STRING, OFF(user), 0, 0},
 	{"server", "group", SET_STRING, OFF(group), 0, 0},
-	{"tls", "cert", SET_STRING, OFF(tls_cert), 0, 0},
-	{"tls", "key", SET_STRING, OFF(tls_key), 0, 0},
+	{"tls", "cert", SET_PATH, OFF(tls_cert), 0, 0},
+	{"tls", "key", SET_PATH, OFF(tls_key), 0, 0},
 	{"tls", "min_version", SET_TLS_VERSION, OFF(tls_min_version), 0, 0},
 	{"tls", "ciphers", SET_STRING, OFF(tls_ciphers), 0, 0},
 	{"tls", "ciphersuites", SET_STRING, OFF(tls_ciphersuites), 0, 0},
@@ -88,7 +90,7 @@ static const struct setting settings[] = {
 	{"pop3", "login_delay", SET_UINT, OFF(login_delay), 0, 86400},
 	{"pop3", "expire", SET_EXPIRE, OFF(expire), 0, 0},
 	{"pop3", "outlook_no_nuls", SET_BOOL, OFF(outlook_no_nuls), 0, 0},
-	{"auth", "passwd_file", SET_STRING, OFF(passwd_file), 0, 0},
+	{"auth", "passwd_file", SET_PATH, OFF(passwd_file), 0, 0},
 	{"auth", "apop", SET_BOOL, OFF(apop), 0, 0},
 	{"auth", "cram_md5", SET_BOOL, OFF(cram_md5), 0, 0},
 	{"auth", "mechanisms", SET_STRING, OFF(mechanisms), 0, 0},
@@ -99,7 +101,7 @@ static const struct setting settings[] = {
 	{"auth", "user_failure_limit", SET_UINT, OFF(user_failure_limit), 1, 1000000},
 	{"auth", "penalty_window", SET_DURATION_MS, OFF(penalty_window_ms), 1000, 86400000},
 	{"auth", "trusted_networks", SET_NETWORKS, OFF(trusted_networks), 0, 0},
-	{"lmtp", "listen", SET_LISTEN, OFF(lmtp_listen), 0, 0},
+	{"lmtp", "listen", SET_LISTEN, OFF(lmtp_listen), 24, 0},
 	{"lmtp", "socket_user", SET_STRING, OFF(lmtp_socket_user), 0, 0},
 	{"lmtp", "socket_group", SET_STRING, OFF(lmtp_socket_group), 0, 0},
 	{"lmtp", "socket_mode", SET_OCTAL, OFF(lmtp_socket_mode), 0, 0777},
@@ -176,7 +178,7 @@ void config_defaults(struct config *cfg)
 void config_free(struct config *cfg)
 {
 	for (size_t i = 0; i < sizeof(settings) / sizeof(settings[0]); i++)
-		if (settings[i].type == SET_STRING)
+		if (settings[i].type == SET_STRING || settings[i].type == SET_PATH)
 			free(*(char **)((char *)cfg + settings[i].offset));
 	free(cfg->pop3_listen);
 	free(cfg->pop3s_listen);
@@ -203,7 +205,8 @@ struct list_acc {
 	void *items;
 	size_t n;
 	size_t size;
-	int (*parse)(const char *, void *);
+	int (*parse)(const char *, unsigned, void *);
+	unsigned arg; /* passed to parse */
 	const char *bad;
 };
 
@@ -215,7 +218,7 @@ static int list_item(const char *item, void *arg)
 		return -1;
 	}
 	acc->items = xreallocarray(acc->items, acc->n + 1, acc->size);
-	if (acc->parse(item, (char *)acc->items + acc->n * acc->size) < 0) {
+	if (acc->parse(item, acc->arg, (char *)acc->items + acc->n * acc->size) < 0) {
 		acc->bad = item;
 		return -1;
 	}
@@ -223,13 +226,14 @@ static int list_item(const char *item, void *arg)
 	return 0;
 }
 
-static int parse_listen_cb(const char *s, void *out)
+static int parse_listen_cb(const char *s, unsigned default_port, void *out)
 {
-	return net_parse_listen(s, out);
+	return net_parse_listen_port(s, default_port, out);
 }
 
-static int parse_prefix_cb(const char *s, void *out)
+static int parse_prefix_cb(const char *s, unsigned unused, void *out)
 {
+	(void)unused;
 	return net_parse_prefix(s, out);
 }
 
@@ -247,10 +251,10 @@ static int set_error(struct parse_state *st, const char *fmt, ...)
 }
 
 static int parse_list(struct parse_state *st, const struct setting *set, const char *value,
-		      size_t size, int (*parse)(const char *, void *))
+		      size_t size, int (*parse)(const char *, unsigned, void *))
 {
 	char *copy = xstrdup(value);
-	struct list_acc acc = {NULL, 0, size, parse, NULL};
+	struct list_acc acc = {NULL, 0, size, parse, (unsigned)set->min, NULL};
 	if (str_split_list(copy, list_item, &acc) < 0) {
 		set_error(st, "bad entry '%.64s' in %s", acc.bad, set->name);
 		free(copy);
@@ -272,6 +276,13 @@ static int apply(struct parse_state *st, const struct setting *set, const char *
 	void *field = (char *)st->cfg + set->offset;
 	uint64_t v;
 	switch (set->type) {
+	case SET_PATH:
+		/* pigeond works from / once it runs in the background, and
+		 * reloads from there: a relative path would change meaning. */
+		if (value[0] != '\0' && value[0] != '/')
+			return set_error(st, "%s must be an absolute path, not '%.64s'", set->name,
+					 value);
+		/* fall through */
 	case SET_STRING:
 		free(*(char **)field);
 		*(char **)field = xstrdup(value);
@@ -355,6 +366,8 @@ static int sni_setting(struct parse_state *st, const char *host, const char *nam
 	if (field == NULL)
 		return set_error(st, "unknown setting '%.64s' in [tls:%.64s] (cert and key only)",
 				 name, c->name);
+	if (value[0] != '/')
+		return set_error(st, "%s must be an absolute path, not '%.64s'", name, value);
 	free(*field);
 	*field = xstrdup(value);
 	return 0;
@@ -435,8 +448,11 @@ int config_load(struct config *cfg, const char *path, char *err, size_t errlen)
 {
 	struct buf text = BUF_INIT;
 	int rc = ini_read_file(path, &text, err, errlen);
+	/* Remember where it is from anywhere: SIGHUP reloads it from /. */
+	char *abs = rc == 0 ? realpath(path, NULL) : NULL;
 	if (rc == 0)
-		rc = config_load_string(cfg, path, text.data, err, errlen);
+		rc = config_load_string(cfg, abs ? abs : path, text.data, err, errlen);
+	free(abs);
 	buf_free(&text);
 	return rc;
 }

@@ -12,8 +12,15 @@
 
 int net_parse_listen(const char *s, struct net_addr *out)
 {
+	return net_parse_listen_port(s, 0, out);
+}
+
+int net_parse_listen_port(const char *s, unsigned default_port, struct net_addr *out)
+{
 	char host[64];
 	const char *port;
+	char dport[8];
+	snprintf(dport, sizeof(dport), "%u", default_port);
 	memset(out, 0, sizeof(*out));
 	if (strncmp(s, "unix:", 5) == 0) {
 		struct sockaddr_un *sun = (struct sockaddr_un *)&out->ss;
@@ -27,18 +34,28 @@ int net_parse_listen(const char *s, struct net_addr *out)
 	}
 	if (s[0] == '[') {
 		const char *end = strchr(s, ']');
-		if (end == NULL || end[1] != ':' || (size_t)(end - s - 1) >= sizeof(host))
+		if (end == NULL || (size_t)(end - s - 1) >= sizeof(host))
+			return -1;
+		if (end[1] == '\0' && default_port != 0)
+			port = dport;
+		else if (end[1] == ':')
+			port = end + 2;
+		else
 			return -1;
 		memcpy(host, s + 1, (size_t)(end - s - 1));
 		host[end - s - 1] = '\0';
-		port = end + 2;
 	} else {
 		const char *colon = strrchr(s, ':');
-		if (colon == NULL || strchr(s, ':') != colon || (size_t)(colon - s) >= sizeof(host))
-			return -1;
-		memcpy(host, s, (size_t)(colon - s));
-		host[colon - s] = '\0';
-		port = colon + 1;
+		if (colon == NULL && default_port != 0 && strlen(s) < sizeof(host)) {
+			memcpy(host, s, strlen(s) + 1);
+			port = dport;
+		} else {
+			if (colon == NULL || strchr(s, ':') != colon || (size_t)(colon - s) >= sizeof(host))
+				return -1;
+			memcpy(host, s, (size_t)(colon - s));
+			host[colon - s] = '\0';
+			port = colon + 1;
+		}
 	}
 	uint64_t portnum;
 	if (parse_u64(port, 65535, &portnum) < 0)

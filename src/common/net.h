@@ -25,6 +25,9 @@ struct net_prefix {
 /* "127.0.0.1:110", "[::1]:110", "*:110" (all IPv4), "[::]:110" (all IPv6),
  * "unix:/absolute/path". Returns 0 on success. */
 int net_parse_listen(const char *s, struct net_addr *out);
+/* The same, where an address without a port ("*", "192.0.2.7", "[::]") means
+ * default_port (the protocol's standard one); 0 requires a port. */
+int net_parse_listen_port(const char *s, unsigned default_port, struct net_addr *out);
 /* "10.0.0.0/8", "192.168.1.7", "2001:db8::/32". */
 int net_parse_prefix(const char *s, struct net_prefix *out);
 /* Does the address fall in the prefix? IPv4-mapped IPv6 counts as IPv4. */

@@ -275,9 +275,36 @@ static void test_bad_number(void **state)
 
 static void test_bad_listen_address(void **state)
 {
-	expect_error("[server]\npop3_listen = 127.0.0.1\n", 2, "pop3_listen", "127.0.0.1");
+	expect_error("[server]\npop3_listen = 127.0.0.1:\n", 2, "pop3_listen", "127.0.0.1:");
+	expect_error("[server]\npop3_listen = ::1\n", 2, "pop3_listen", "::1");
 	expect_error("[server]\npop3_listen = 127.0.0.1:110 [::1]:70000\n", 2, "[::1]:70000", NULL);
 	expect_error("[server]\npop3_listen = localhost:110\n", 2, "localhost", NULL);
+}
+
+/* Without a port, each listener gets its protocol's standard one. */
+static void test_listen_without_port_gets_the_standard_port(void **state)
+{
+	struct config cfg;
+	char err[256];
+	assert_int_equal(load(&cfg,
+			      "[server]\npop3_listen = 127.0.0.1\npop3s_listen = [::1]\n"
+			      "[tls]\ncert = /c.pem\nkey = /k.pem\n[lmtp]\nlisten = 127.0.0.1\n",
+			      err, sizeof(err)),
+			 0);
+	assert_int_equal(ntohs(((struct sockaddr_in *)&cfg.pop3_listen[0].ss)->sin_port), 110);
+	assert_int_equal(ntohs(((struct sockaddr_in6 *)&cfg.pop3s_listen[0].ss)->sin6_port), 995);
+	assert_int_equal(ntohs(((struct sockaddr_in *)&cfg.lmtp_listen[0].ss)->sin_port), 24);
+	config_free(&cfg);
+}
+
+/* pigeond runs from / in the background and reloads from there. */
+static void test_relative_paths_refused(void **state)
+{
+	expect_error("[auth]\npasswd_file = etc/users\n", 2, "passwd_file", "absolute");
+	expect_error("[tls]\ncert = cert.pem\nkey = /k.pem\n", 2, "cert", "absolute");
+	expect_error("[tls]\ncert = /c.pem\nkey = /k.pem\n[tls:mail.example.org]\n"
+		     "cert = c2.pem\n",
+		     5, "cert", "absolute");
 }
 
 static void test_empty_listen_list_refused(void **state)
@@ -498,6 +525,26 @@ static void test_load_missing_file_names_it(void **state)
 	config_free(&cfg);
 }
 
+/* A SIGHUP reload after the daemon moved to / must find the same file. */
+static void test_load_remembers_an_absolute_path(void **state)
+{
+	char name[] = "pigeon-test-rel-XXXXXX";
+	int fd = mkstemp(name);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "[pop3]\nlogin_delay = 5\n", 23), 23);
+	close(fd);
+	struct config cfg;
+	char err[512] = "";
+	config_defaults(&cfg);
+	int rc = config_load(&cfg, name, err, sizeof(err));
+	unlink(name);
+	if (rc != 0)
+		fail_msg("%s", err);
+	assert_int_equal(cfg.path[0], '/');
+	assert_non_null(strstr(cfg.path, name));
+	config_free(&cfg);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -518,6 +565,8 @@ int main(void)
 		cmocka_unit_test(test_bad_bool),
 		cmocka_unit_test(test_bad_number),
 		cmocka_unit_test(test_bad_listen_address),
+		cmocka_unit_test(test_listen_without_port_gets_the_standard_port),
+		cmocka_unit_test(test_relative_paths_refused),
 		cmocka_unit_test(test_empty_listen_list_refused),
 		cmocka_unit_test(test_bad_network_prefix),
 		cmocka_unit_test(test_too_many_list_entries),
@@ -534,6 +583,7 @@ int main(void)
 		cmocka_unit_test(test_load_file_line_within_config_max_line_is_accepted),
 		cmocka_unit_test(test_load_file_overlong_line),
 		cmocka_unit_test(test_load_missing_file_names_it),
+		cmocka_unit_test(test_load_remembers_an_absolute_path),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

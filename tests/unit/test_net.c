@@ -115,6 +115,29 @@ static void test_listen_bad_forms(void **state)
 	}
 }
 
+static void test_listen_default_port(void **state)
+{
+	struct net_addr a;
+	assert_int_equal(net_parse_listen_port("127.0.0.1", 995, &a), 0);
+	assert_int_equal(((struct sockaddr_in *)&a.ss)->sin_port, htons(995));
+	assert_int_equal(net_parse_listen_port("*", 110, &a), 0);
+	assert_int_equal(((struct sockaddr_in *)&a.ss)->sin_addr.s_addr, htonl(INADDR_ANY));
+	assert_int_equal(((struct sockaddr_in *)&a.ss)->sin_port, htons(110));
+	assert_int_equal(net_parse_listen_port("[::]", 995, &a), 0);
+	assert_int_equal(a.ss.ss_family, AF_INET6);
+	assert_int_equal(((struct sockaddr_in6 *)&a.ss)->sin6_port, htons(995));
+	/* an explicit port wins */
+	assert_int_equal(net_parse_listen_port("[::1]:1995", 995, &a), 0);
+	assert_int_equal(((struct sockaddr_in6 *)&a.ss)->sin6_port, htons(1995));
+	/* still refused: bare IPv6, an empty port, garbage */
+	static const char *const bad[] = {"::1", "[::1]:", "127.0.0.1:", "", "[::1]x", "host"};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		if (net_parse_listen_port(bad[i], 995, &a) != -1)
+			fail_msg("accepted listen address '%s'", bad[i]);
+	/* 0: a port is required */
+	assert_int_equal(net_parse_listen_port("127.0.0.1", 0, &a), -1);
+}
+
 static void test_prefix_ipv4_with_and_without_length(void **state)
 {
 	struct net_prefix p;
@@ -307,6 +330,7 @@ int main(void)
 		cmocka_unit_test(test_listen_ipv4),
 		cmocka_unit_test(test_listen_ipv6_in_brackets),
 		cmocka_unit_test(test_listen_star_is_all_ipv4),
+		cmocka_unit_test(test_listen_default_port),
 		cmocka_unit_test(test_listen_port_range),
 		cmocka_unit_test(test_listen_bad_forms),
 		cmocka_unit_test(test_prefix_ipv4_with_and_without_length),
