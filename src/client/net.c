@@ -31,6 +31,11 @@ static int fail(struct client_conn *c, const char *fmt, ...)
 	return -1;
 }
 
+static bool aborted(const struct client_conn *c)
+{
+	return c->abort_flag != NULL && *c->abort_flag;
+}
+
 static int connect_one(const struct addrinfo *ai, unsigned timeout_ms, int *err)
 {
 	int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
@@ -176,6 +181,11 @@ static bool same_fingerprint(const char *a, const char *b)
 
 int client_start_tls(struct client_conn *c, const struct client_tls_config *tls)
 {
+	if (c->rpos < c->rlen)
+		return fail(c, "%s sent %zu octets after its answer to STLS, before TLS started: "
+			       "refusing them (they could be injected by an attacker and would be "
+			       "taken as protected replies)",
+			    c->host, c->rlen - c->rpos);
 	c->ctx = SSL_CTX_new(TLS_client_method());
 	if (c->ctx == NULL)
 		return fail(c, "cannot create a TLS context");
@@ -207,7 +217,19 @@ int client_start_tls(struct client_conn *c, const struct client_tls_config *tls)
 		SSL_set_hostflags(c->ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
 		SSL_set1_host(c->ssl, c->host);
 	}
-	if (SSL_connect(c->ssl) != 1) {
+	int rc;
+	for (;;) {
+		errno = 0;
+		rc = SSL_connect(c->ssl);
+		int saved = errno;
+		if (rc == 1 || saved != EINTR || aborted(c))
+			break;
+		int e = SSL_get_error(c->ssl, rc);
+		if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE && e != SSL_ERROR_SYSCALL)
+			break;
+		ERR_clear_error(); /* interrupted by a signal: go on */
+	}
+	if (rc != 1) {
 		char why[256];
 		tls_error_string(why, sizeof(why));
 		return fail(c, "TLS handshake with %s failed: %s", c->host, why);
@@ -251,26 +273,39 @@ void client_tls_chain(const struct client_conn *c, struct buf *out)
 	}
 }
 
-/* Fill the read buffer; 0, or -1 on error/EOF. */
+/* Fill the read buffer; 0, or -1 on error/EOF. A signal (Ctrl-C: SIGINT is
+ * installed without SA_RESTART) interrupts the read; it is retried unless
+ * the user asked to stop now. */
 static int fill(struct client_conn *c)
 {
 	if (c->eof)
 		return fail(c, "connection closed by %s", c->host);
 	for (;;) {
+		if (aborted(c))
+			return fail(c, "interrupted while reading from %s", c->host);
 		ssize_t n;
 		if (c->ssl != NULL) {
+			errno = 0;
 			int r = SSL_read(c->ssl, c->rbuf, sizeof(c->rbuf));
+			int saved = errno;
 			if (r > 0) {
 				n = r;
 			} else {
 				int e = SSL_get_error(c->ssl, r);
 				ERR_clear_error();
-				if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && errno == 0)) {
+				if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && saved == 0)) {
 					c->eof = true;
 					return fail(c, "connection closed by %s", c->host);
 				}
-				if (errno == EAGAIN || errno == EWOULDBLOCK)
+				/* A blocking socket's EINTR and SO_RCVTIMEO's EAGAIN both
+				 * come back as "want read" (or as a syscall error). */
+				if (saved == EINTR && (e == SSL_ERROR_WANT_READ ||
+						       e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_SYSCALL))
+					continue;
+				if (saved == EAGAIN || saved == EWOULDBLOCK)
 					return fail(c, "%s did not answer in time", c->host);
+				if (e == SSL_ERROR_SYSCALL && saved != 0)
+					return fail(c, "reading from %s: %s", c->host, strerror(saved));
 				return fail(c, "reading from %s: TLS error", c->host);
 			}
 		} else {
@@ -328,11 +363,23 @@ int client_write(struct client_conn *c, const void *data, size_t len)
 {
 	const char *p = data;
 	while (len > 0) {
+		if (aborted(c))
+			return fail(c, "interrupted while writing to %s", c->host);
 		ssize_t n;
 		if (c->ssl != NULL) {
+			errno = 0;
 			int r = SSL_write(c->ssl, p, (int)len);
+			int saved = errno;
 			if (r <= 0) {
+				int e = SSL_get_error(c->ssl, r);
 				ERR_clear_error();
+				if (saved == EINTR && (e == SSL_ERROR_WANT_READ ||
+						       e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_SYSCALL))
+					continue; /* SSL_write is retried with the same arguments */
+				if (saved == EAGAIN || saved == EWOULDBLOCK)
+					return fail(c, "%s did not accept data in time", c->host);
+				if (saved != 0)
+					return fail(c, "writing to %s: %s", c->host, strerror(saved));
 				return fail(c, "writing to %s failed", c->host);
 			}
 			n = r;
@@ -340,6 +387,8 @@ int client_write(struct client_conn *c, const void *data, size_t len)
 			n = send(c->fd, p, len, MSG_NOSIGNAL);
 			if (n < 0 && errno == EINTR)
 				continue;
+			if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+				return fail(c, "%s did not accept data in time", c->host);
 			if (n < 0)
 				return fail(c, "writing to %s: %s", c->host, strerror(errno));
 		}

@@ -7,6 +7,7 @@
 #ifndef PIGEON_CLIENT_NET_H
 #define PIGEON_CLIENT_NET_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -29,13 +30,20 @@ struct client_conn {
 	char rbuf[65536];
 	size_t rpos, rlen;
 	bool eof;
+	/* When non-NULL and set, a read or write that a signal interrupted (or
+	 * that is about to start) gives up instead of going on: the user asked
+	 * to stop now. Otherwise EINTR is retried. */
+	const volatile sig_atomic_t *abort_flag;
 	char error[512];         /* the last failure, for the user */
 };
 
 /* Connect to host:port (a name or an address literal). 0, or -1 with error. */
 int client_connect(struct client_conn *c, const char *host, unsigned port,
 		   unsigned connect_timeout_ms, unsigned timeout_ms);
-/* Start TLS on the connection (implicit TLS, or after STLS's +OK). */
+/* Start TLS on the connection (implicit TLS, or after STLS's +OK). Bytes
+ * already read in the clear and not yet consumed make it fail: they would
+ * otherwise be taken for replies protected by TLS (RFC 2595 §4, and the
+ * STARTTLS response injection of CVE-2011-0411 and its kin). */
 int client_start_tls(struct client_conn *c, const struct client_tls_config *tls);
 void client_close(struct client_conn *c);
 

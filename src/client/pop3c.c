@@ -107,10 +107,23 @@ int pop3c_greeting(struct pop3c *p)
 static int capa_line(void *arg, const char *data, size_t len, bool eol)
 {
 	struct pop3c *p = arg;
-	if (!eol || len == 0)
+	if (p->capa_bad)
+		return 0; /* read the rest off the wire, parse none of it */
+	/* Never parse a capability from the tail of an overlong line. */
+	if (!eol || len > POP3C_MAX_CAPA_LINE || ++p->capa_lines > POP3C_MAX_CAPA_LINES ||
+	    p->capa_raw.len + len + 1 > POP3C_MAX_CAPA_BYTES) {
+		p->capa_bad = true;
+		snprintf(p->conn.error, sizeof(p->conn.error),
+			 "%s sent an oversized CAPA response (at most %d lines of %d octets, %d in "
+			 "all, are accepted)",
+			 p->conn.host, POP3C_MAX_CAPA_LINES, POP3C_MAX_CAPA_LINE, POP3C_MAX_CAPA_BYTES);
 		return 0;
-	char line[512];
-	snprintf(line, sizeof(line), "%.*s", (int)(len < 511 ? len : 511), data);
+	}
+	if (len == 0)
+		return 0;
+	char line[POP3C_MAX_CAPA_LINE + 1];
+	memcpy(line, data, len);
+	line[len] = '\0';
 	buf_printf(&p->capa_raw, "%s\n", line);
 	char *arg0 = line + strcspn(line, " ");
 	char *rest = *arg0 ? arg0 + 1 : arg0;
@@ -154,7 +167,18 @@ int pop3c_capa(struct pop3c *p)
 	if (!r.ok)
 		return 0; /* RFC 2449 §5: no CAPA; probe by trying */
 	p->capa_ok = true;
-	return pop3c_body(p, capa_line, p, NULL);
+	p->capa_lines = 0;
+	p->capa_bad = false;
+	if (pop3c_body(p, capa_line, p, NULL) < 0)
+		return -1;
+	if (p->capa_bad) {
+		/* Believe none of it. */
+		p->capa_ok = p->has_top = p->has_uidl = p->has_user = p->has_pipelining = false;
+		p->has_stls = p->has_resp_codes = p->has_auth_resp_code = false;
+		p->sasl[0] = '\0';
+		return -1;
+	}
+	return 0;
 }
 
 int pop3c_body(struct pop3c *p, pop3c_sink sink, void *arg, uint64_t *octets)

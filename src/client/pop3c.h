@@ -17,6 +17,14 @@
  * (RFC 2449 §4 says 512; servers are generous, so we are too). */
 #define POP3C_MAX_LINE 8192
 
+/* A CAPA response: RFC 2449 defines a dozen capabilities and no server we
+ * know lists more than 20, each line short (Gmail's longest is the SASL
+ * line). More is a broken or hostile server, refused before it costs us
+ * memory or is half-parsed. */
+#define POP3C_MAX_CAPA_LINES 100
+#define POP3C_MAX_CAPA_LINE 1024
+#define POP3C_MAX_CAPA_BYTES 16384
+
 struct pop3c {
 	struct client_conn conn;
 	bool trace;               /* -v: the dialogue on stderr */
@@ -26,11 +34,13 @@ struct pop3c {
 	bool capa_ok;
 	bool has_top, has_uidl, has_user, has_pipelining, has_stls, has_resp_codes;
 	bool has_auth_resp_code;
-	char sasl[512];           /* " PLAIN LOGIN ..." */
+	char sasl[POP3C_MAX_CAPA_LINE + 2]; /* " PLAIN LOGIN ... " */
 	char implementation[128];
 	long login_delay;         /* -1 unknown */
 	long expire;              /* -1 unknown, -2 NEVER */
 	struct buf capa_raw;      /* CAPA lines, for --probe */
+	unsigned capa_lines;      /* while reading CAPA */
+	bool capa_bad;
 };
 
 struct pop3c_reply {
@@ -41,7 +51,8 @@ struct pop3c_reply {
 
 /* Read the greeting (and its APOP timestamp). */
 int pop3c_greeting(struct pop3c *p);
-/* CAPA; fills the capability fields (all false if CAPA fails). */
+/* CAPA; fills the capability fields (all false if CAPA fails). A response
+ * beyond the POP3C_MAX_CAPA_* bounds is an error (-1, p->conn.error). */
 int pop3c_capa(struct pop3c *p);
 /* Send one command line (CRLF added). secret: trace it redacted. */
 int pop3c_send(struct pop3c *p, bool secret, const char *fmt, ...)

@@ -49,11 +49,13 @@ enum account_auth client_choose_auth(const struct pop3c *p, const struct account
 		return AUTH_PLAIN;
 	if (pop3c_has_sasl(p, "LOGIN"))
 		return AUTH_LOGIN;
+	/* RFC 2449 §6.2 (pop3.md client item 23): USER/PASS only when CAPA
+	 * lists USER, or when there is no CAPA to ask (a pre-RFC-2449 server). */
 	if (p->has_user || !p->capa_ok)
 		return AUTH_USER;
 	if (p->apop_timestamp[0] != '\0')
 		return AUTH_APOP;
-	return AUTH_USER; /* last try; the server will say no */
+	return AUTH_AUTO; /* nothing offered that we can use */
 }
 
 /* RFC 3206: what kind of failure a -ERR to an authentication is. */
@@ -457,6 +459,20 @@ enum fetch_status client_login(struct pop3c *p, const struct account *a, const c
 		return FETCH_CONFIG;
 	}
 	enum account_auth method = client_choose_auth(p, a, tls);
+	if (method == AUTH_AUTO) {
+		snprintf(why, whylen, "%s offers no login method pigeon fetch can use: its CAPA lists "
+				      "no USER, no usable SASL mechanism (SASL:%s) and its greeting no "
+				      "APOP timestamp%s",
+			 a->host, p->sasl[0] ? p->sasl : " none",
+			 tls ? "" : " (servers often offer passwords only over TLS)");
+		return FETCH_PERM;
+	}
+	if (method == AUTH_USER && p->capa_ok && !p->has_user) {
+		snprintf(why, whylen, "auth = user, but %s does not offer USER/PASS (its CAPA lists no "
+				      "USER%s)",
+			 a->host, tls ? "" : "; servers often offer it only over TLS");
+		return FETCH_CONFIG;
+	}
 	if (a->auth != AUTH_AUTO && p->capa_ok) {
 		static const char *const sasl[] = {[AUTH_SCRAM_PLUS] = "SCRAM-SHA-256-PLUS",
 						   [AUTH_SCRAM] = "SCRAM-SHA-256",
@@ -486,7 +502,6 @@ enum fetch_status client_login(struct pop3c *p, const struct account *a, const c
 	case AUTH_OAUTHBEARER:
 		return login_oauth(p, a, secret, method == AUTH_OAUTHBEARER, why, whylen);
 	case AUTH_USER:
-	case AUTH_AUTO:
 	default:
 		return login_user(p, a, secret, why, whylen);
 	}

@@ -14,7 +14,8 @@
 #include "client/pop3c.h"
 #include "client/status.h"
 
-/* The method auto would pick (for --probe), or the configured one. */
+/* The method auto would pick (for --probe), or the configured one; AUTH_AUTO
+ * when the server offers nothing we may use (no USER in a working CAPA). */
 enum account_auth client_choose_auth(const struct pop3c *p, const struct account *a, bool tls);
 const char *client_auth_name(enum account_auth auth);
 
