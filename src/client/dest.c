@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -253,6 +254,7 @@ static enum dest_result mda_begin(struct dest *d, struct dest_msg *m)
 	int fds[2];
 	if (pipe2(fds, O_CLOEXEC) < 0)
 		return fail(d, DEST_TEMP, "pipe: %s", strerror(errno));
+	pid_t parent = getpid();
 	m->pid = fork();
 	if (m->pid < 0) {
 		close(fds[0]);
@@ -260,6 +262,14 @@ static enum dest_result mda_begin(struct dest *d, struct dest_msg *m)
 		return fail(d, DEST_TEMP, "fork: %s", strerror(errno));
 	}
 	if (m->pid == 0) {
+		/* Its own process group: the terminal's Ctrl-C goes to pigeon
+		 * fetch, which finishes this delivery, rather than killing the MDA
+		 * half-way. And if pigeon fetch dies, the MDA is told at once
+		 * (SIGTERM) instead of taking the cut-off input for a whole message. */
+		setpgid(0, 0);
+		prctl(PR_SET_PDEATHSIG, SIGTERM);
+		if (getppid() != parent)
+			_exit(75); /* it died before prctl() */
 		dup2(fds[0], STDIN_FILENO);
 		dup2(STDERR_FILENO, STDOUT_FILENO); /* keep our stdout for the summary */
 		signal(SIGPIPE, SIG_DFL);

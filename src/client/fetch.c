@@ -32,9 +32,11 @@
 #include "client/sasl_client.h"
 #include "client/secret.h"
 #include "client/uidstore.h"
+#include "common/bounds.h"
 #include "common/xmalloc.h"
 
-volatile int fetch_interrupted;
+volatile sig_atomic_t fetch_interrupted;
+volatile sig_atomic_t fetch_aborted;
 
 enum plan { PLAN_KNOWN, PLAN_FETCH, PLAN_HEADERS, PLAN_SKIP };
 
@@ -42,6 +44,7 @@ struct msg {
 	unsigned num;
 	uint64_t size;
 	char *uidl;     /* NULL when the server has no UIDL */
+	bool dup_uidl;  /* another message in the listing has the same UIDL */
 	enum plan plan;
 	bool dele;      /* send DELE for it */
 	bool deleted;   /* DELE answered +OK */
@@ -63,6 +66,7 @@ struct session {
 	struct timespec started;
 	unsigned new_delivered;   /* in this session */
 	bool first;               /* the run's first session: report skips */
+	unsigned headers_only;    /* over max_size: only the headers fetched */
 	bool broken;              /* the connection failed: no QUIT */
 	uint64_t planned_bytes;
 	unsigned planned;
@@ -115,25 +119,49 @@ struct listing {
 	struct session *s;
 	bool uidl;
 	bool bad;
-	char why[160];
+	char why[320];
 };
 
-/* "n value": several spaces tolerated; every number once, within 1..N. */
+/* For error messages: at most max octets, unprintable ones as \xNN. */
+static void printable(const char *in, size_t max, char *out, size_t outlen)
+{
+	size_t o = 0;
+	for (size_t i = 0; in[i] != '\0' && i < max && o + 5 < outlen; i++) {
+		unsigned char c = (unsigned char)in[i];
+		if (c >= 0x20 && c < 0x7f && c != '\\')
+			out[o++] = (char)c;
+		else
+			o += (size_t)snprintf(out + o, outlen - o, "\\x%02X", c);
+	}
+	out[o] = '\0';
+}
+
+/* "n value": several spaces tolerated; every number once, within 1..N.
+ * A line too long for a listing (clients.md B.3) is an error, never parsed
+ * from its tail. */
 static int listing_line(void *arg, const char *data, size_t len, bool eol)
 {
 	struct listing *l = arg;
 	struct session *s = l->s;
-	if (!eol || l->bad)
+	const char *what = l->uidl ? "UIDL" : "LIST";
+	if (l->bad)
 		return 0;
-	char line[4096];
-	snprintf(line, sizeof(line), "%.*s", (int)(len < sizeof(line) - 1 ? len : sizeof(line) - 1),
-		 data);
+	if (!eol || len > POP3C_MAX_LINE) {
+		l->bad = true;
+		snprintf(l->why, sizeof(l->why), "a %s line longer than %d octets", what,
+			 POP3C_MAX_LINE);
+		return 0;
+	}
+	char line[POP3C_MAX_LINE + 1];
+	memcpy(line, data, len);
+	line[len] = '\0';
+	char shown[100];
 	char *end;
 	unsigned long num = strtoul(line, &end, 10);
 	if (end == line || *end != ' ' || num == 0 || num > s->n) {
 		l->bad = true;
-		snprintf(l->why, sizeof(l->why), "bad %s line \"%.60s\"", l->uidl ? "UIDL" : "LIST",
-			 line);
+		printable(line, 60, shown, sizeof(shown));
+		snprintf(l->why, sizeof(l->why), "bad %s line \"%s\"", what, shown);
 		return 0;
 	}
 	while (*end == ' ')
@@ -144,6 +172,16 @@ static int listing_line(void *arg, const char *data, size_t len, bool eol)
 			l->bad = true;
 			snprintf(l->why, sizeof(l->why), "message %lu listed twice or without an id by UIDL",
 				 num);
+			return 0;
+		}
+		/* RFC 1939 §7: a unique-id is at most 70 characters. */
+		if (strlen(end) > POP3_UIDL_MAX) {
+			l->bad = true;
+			printable(end, 24, shown, sizeof(shown));
+			snprintf(l->why, sizeof(l->why),
+				 "message %lu has a UIDL of %zu octets (\"%s...\"); RFC 1939 allows "
+				 "at most %d",
+				 num, strlen(end), shown, POP3_UIDL_MAX);
 			return 0;
 		}
 		m->uidl = xstrdup(end);
@@ -209,6 +247,34 @@ static enum fetch_status list_messages(struct session *s)
 
 /* ---- the plan --------------------------------------------------------------------- */
 
+static int by_uidl(const void *x, const void *y)
+{
+	const struct msg *const *a = x, *const *b = y;
+	return strcmp((*a)->uidl, (*b)->uidl);
+}
+
+/* Mark the messages whose UIDL another message in this listing shares. */
+static void mark_duplicate_uidls(struct session *s)
+{
+	if (!s->has_uidl || s->n < 2)
+		return;
+	struct msg **v = xcalloc(s->n, sizeof(*v));
+	for (unsigned i = 0; i < s->n; i++)
+		v[i] = &s->msgs[i];
+	qsort(v, s->n, sizeof(*v), by_uidl);
+	for (unsigned i = 1; i < s->n; i++)
+		if (strcmp(v[i - 1]->uidl, v[i]->uidl) == 0)
+			v[i - 1]->dup_uidl = v[i]->dup_uidl = true;
+	free(v);
+}
+
+/* The UIDL a message is recorded under: none when it does not identify the
+ * message (no UIDL, or one the listing gives to several messages). */
+static const char *record_id(const struct msg *m)
+{
+	return m->dup_uidl ? NULL : m->uidl;
+}
+
 static enum fetch_status make_plan(struct session *s)
 {
 	const struct account *a = s->a;
@@ -217,9 +283,33 @@ static enum fetch_status make_plan(struct session *s)
 					       "left on it and recognised later: keep and "
 					       "delete_after need UIDL (use delete mode)",
 			       a->host);
-	/* Two messages with one UIDL: in keep mode fetch neither and say so. */
+	/*
+	 * Two messages with one UIDL (clients.md B.3): the UIDL says nothing about
+	 * either, so neither is ever "already known". In keep mode they could not
+	 * be told apart next time: fetch neither and say so. In delete mode they
+	 * are fetched and deleted like mail from a server without UIDL.
+	 */
+	mark_duplicate_uidls(s);
 	for (unsigned i = 0; s->has_uidl && i < s->n; i++) {
 		struct msg *m = &s->msgs[i];
+		if (m->dup_uidl) {
+			if (!a->keep) {
+				m->plan = PLAN_FETCH;
+				continue;
+			}
+			m->plan = PLAN_SKIP;
+			if (s->first) {
+				char shown[100];
+				printable(m->uidl, POP3_UIDL_MAX, shown, sizeof(shown));
+				s->r->skipped++;
+				if (!s->o->quiet)
+					fprintf(stderr, "[%s] skipping message %u: its UIDL \"%s\" is not unique "
+							"on the server, so with keep it could not be recognised "
+							"later (it stays on the server)\n",
+						a->name, m->num, shown);
+			}
+			continue;
+		}
 		struct uid_entry *e = uidstore_find(s->store, m->uidl);
 		if (e != NULL) {
 			e->last_seen = s->now;
@@ -254,7 +344,9 @@ static enum fetch_status make_plan(struct session *s)
 					fprintf(stderr, "[%s] skipping message %u (%llu octets > max_size %llu)%s\n",
 						a->name, m->num, (unsigned long long)m->size,
 						(unsigned long long)a->max_size,
-						a->oversize == OVERSIZE_HEADERS ? ": server has no TOP" : "");
+						a->oversize != OVERSIZE_HEADERS ? ""
+						: !s->has_uidl ? ": headers only need UIDL, which the server lacks"
+							       : ": the server has no TOP for its headers");
 				continue;
 			}
 		}
@@ -283,9 +375,13 @@ static int body_line(void *arg, const char *data, size_t len, bool eol)
 /* A message is durable in the destination: record it, plan its DELE. */
 static void delivered_now(struct session *s, struct msg *m)
 {
-	if (m->uidl != NULL)
-		uidstore_done(s->store, m->uidl,
+	/* The DONE record reaches the kernel now (uidstore_done writes it
+	 * through), so a kill -9 from here on cannot fetch it twice. */
+	if (record_id(m) != NULL)
+		uidstore_done(s->store, record_id(m),
 			      m->plan == PLAN_HEADERS ? UID_HEADERS : UID_DELIVERED, s->now);
+	if (m->plan == PLAN_HEADERS)
+		s->headers_only++;
 	s->r->fetched++;
 	s->new_delivered++;
 	if (m->plan == PLAN_FETCH && !s->a->keep)
@@ -320,10 +416,10 @@ static enum fetch_status receive(struct session *s, struct msg *m, bool *deliver
 		pop3c_body(&s->p, NULL, NULL, NULL);
 		return failure(s, dr == DEST_PERM ? FETCH_PERM : FETCH_TEMP, "%s", s->dest.error);
 	}
-	if (m->uidl != NULL && dm.name[0] != '\0') {
-		/* Where it will appear, so a crash after the rename is recognised. */
-		uidstore_fetching(s->store, m->uidl, dm.name);
-		fflush(s->store->journal);
+	if (record_id(m) != NULL && dm.name[0] != '\0') {
+		/* Where it will appear, so a crash after the rename is recognised
+		 * (written through to the kernel by uidstore_fetching). */
+		uidstore_fetching(s->store, record_id(m), dm.name);
 	}
 	uint64_t octets = 0;
 	if (pop3c_body(&s->p, body_line, &sink, &octets) < 0) {
@@ -444,6 +540,13 @@ static enum fetch_status retrieve_all(struct session *s)
 		size_t end = i + batch < n_todo ? i + batch : n_todo;
 		for (size_t w = i; w < end && st == FETCH_OK; w += window) {
 			size_t wend = w + window < end ? w + window : end;
+			/* Ctrl-C: ask for no more; what is asked for already is
+			 * received (its answers are on their way), then the batch
+			 * is committed and QUIT sent. */
+			if (fetch_interrupted) {
+				end = w;
+				break;
+			}
 			if (pipe) {
 				for (size_t j = w; j < wend; j++)
 					if (send_retrieve(s, &s->msgs[todo[j]]) < 0) {
@@ -454,6 +557,10 @@ static enum fetch_status retrieve_all(struct session *s)
 			for (size_t j = w; j < wend && st == FETCH_OK; j++) {
 				struct msg *m = &s->msgs[todo[j]];
 				bool delivered;
+				if (!pipe && fetch_interrupted) {
+					end = j;
+					break;
+				}
 				if (!pipe && send_retrieve(s, m) < 0) {
 					st = net_failure(s);
 					break;
@@ -503,6 +610,8 @@ static enum fetch_status open_session(struct session *s, const char *secret)
 	s->p.trace = s->o->verbose;
 	if (client_connect(&s->p.conn, a->host, a->port, a->connect_timeout_ms, a->timeout_ms) < 0)
 		return net_failure(s);
+	/* A second Ctrl-C stops a read or write at once (fetch_cmd.c). */
+	s->p.conn.abort_flag = &fetch_aborted;
 	if (a->tls == ACCOUNT_TLS_IMPLICIT) {
 		if (client_start_tls(&s->p.conn, &tls) < 0)
 			return failure(s, FETCH_TEMP, "%s", s->p.conn.error);
@@ -534,8 +643,8 @@ static enum fetch_status open_session(struct session *s, const char *secret)
 	if (st != FETCH_OK)
 		return failure(s, st, "%s", why);
 	/* mutt, mpop: CAPA again after login (capabilities may grow). */
-	if (!s->p.capa_ok || !s->p.has_uidl)
-		pop3c_capa(&s->p);
+	if ((!s->p.capa_ok || !s->p.has_uidl) && pop3c_capa(&s->p) < 0)
+		return net_failure(s);
 	return FETCH_OK;
 }
 
@@ -572,7 +681,9 @@ static void print_probe(struct session *s)
 		free(copy);
 	}
 	enum account_auth auth = client_choose_auth(&s->p, s->a, s->tls);
-	printf("  login would use: %s%s\n", client_auth_name(auth),
+	printf("  login would use: %s%s\n",
+	       auth == AUTH_AUTO ? "nothing (no method offered that pigeon fetch can use)"
+				 : client_auth_name(auth),
 	       !s->tls && !s->a->allow_plaintext ? " (refused: no TLS)" : "");
 }
 
@@ -601,6 +712,11 @@ static enum fetch_status run_session(const struct account *a, const struct fetch
 	}
 	if (st == FETCH_OK) {
 		st = retrieve_all(&s);
+		if (s.headers_only > 0 && !o->quiet)
+			fprintf(stderr, "[%s] %u message%s over max_size: only the headers were fetched; "
+					"the message%s stay%s on the server\n",
+				a->name, s.headers_only, s.headers_only == 1 ? "" : "s",
+				s.headers_only == 1 ? "" : "s", s.headers_only == 1 ? "s" : "");
 	}
 	/* While the connection works, QUIT commits the deletions made so far
 	 * (each only for a message already durable and recorded). */
@@ -610,8 +726,8 @@ static enum fetch_status run_session(const struct account *a, const struct fetch
 		for (unsigned i = 0; i < s.n; i++) {
 			if (s.msgs[i].deleted) {
 				r->deleted++;
-				if (s.msgs[i].uidl)
-					uidstore_gone(store, s.msgs[i].uidl);
+				if (record_id(&s.msgs[i]) != NULL)
+					uidstore_gone(store, record_id(&s.msgs[i]));
 			}
 		}
 	} else if (st == FETCH_OK) {
@@ -634,7 +750,9 @@ out:
  * Journal FETCH records without DONE: the run that wrote them died. A copy
  * that reached the Maildir's new/ (or cur/) is recorded now, so it is not
  * fetched twice; an incomplete one left in tmp/ is removed (clients.md B.1.7).
- * This needs no server, so it happens before anything can fail.
+ * Either way the record is settled (the message is fetched again), so none
+ * is left pending. This needs no server, so it happens before anything can
+ * fail.
  */
 static void recover(const struct account *a, struct uidstore *store)
 {
@@ -643,16 +761,28 @@ static void recover(const struct account *a, struct uidstore *store)
 	struct dest d;
 	dest_open(&d, a);
 	time_t now = time(NULL);
-	for (size_t i = 0; i < store->n_pending; i++) {
-		const struct uid_pending *p = &store->pending[i];
+	/* uidstore_done() takes the record out of pending: walk a copy. */
+	size_t n = store->n_pending;
+	struct uid_pending *copy = xcalloc(n, sizeof(*copy));
+	for (size_t i = 0; i < n; i++)
+		copy[i] = (struct uid_pending){xstrdup(store->pending[i].uidl),
+					       xstrdup(store->pending[i].name)};
+	for (size_t i = 0; i < n; i++) {
+		const struct uid_pending *p = &copy[i];
 		if (dest_has(&d, p->name)) {
 			uidstore_done(store, p->uidl, UID_DELIVERED, now);
-		} else if (a->dest == DEST_MAILDIR && strchr(p->name, '/') == NULL) {
-			char *tmp = xasprintf("%s/tmp/%s", a->dest_arg, p->name);
-			unlink(tmp);
-			free(tmp);
+		} else {
+			if (a->dest == DEST_MAILDIR && strchr(p->name, '/') == NULL) {
+				char *tmp = xasprintf("%s/tmp/%s", a->dest_arg, p->name);
+				unlink(tmp);
+				free(tmp);
+			}
+			uidstore_settled(store, p->uidl);
 		}
+		free(copy[i].uidl);
+		free(copy[i].name);
 	}
+	free(copy);
 	dest_close(&d);
 	uidstore_sync(store);
 	uidstore_save(store, false, now);
@@ -681,6 +811,15 @@ enum fetch_status fetch_account(const struct account *a, const struct fetch_opti
 		uidstore_close(&store);
 		secret_free(secret);
 		return r->status = busy ? FETCH_TEMP : FETCH_CONFIG;
+	}
+	/* UIDLs are only meaningful on the server and for the user they came
+	 * from (clients.md B.1 item 10): another account's would count as
+	 * already fetched here, and delete mode would delete unread mail. */
+	if (!o->probe && uidstore_claim(&store, a->host, a->port, a->user, why, sizeof(why)) < 0) {
+		snprintf(r->message, sizeof(r->message), "%s", why);
+		uidstore_close(&store);
+		secret_free(secret);
+		return r->status = FETCH_PERM;
 	}
 	recover(a, &store);
 	bool retried_token = false;

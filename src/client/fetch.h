@@ -6,6 +6,7 @@
 #ifndef PIGEON_FETCH_H
 #define PIGEON_FETCH_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -35,8 +36,12 @@ struct fetch_result {
 	char message[768];        /* why it failed, or a note */
 };
 
-/* Set by SIGINT: finish the current message, commit, stop. */
-extern volatile int fetch_interrupted;
+/* Set by the first SIGINT: request no more messages; receive what was
+ * requested, commit it (DELE), QUIT, stop. */
+extern volatile sig_atomic_t fetch_interrupted;
+/* Set by the second SIGINT: give up the transfer in progress at once (the
+ * message being received is discarded, nothing is deleted, no QUIT). */
+extern volatile sig_atomic_t fetch_aborted;
 
 enum fetch_status fetch_account(const struct account *a, const struct fetch_options *o,
 				struct fetch_result *r);

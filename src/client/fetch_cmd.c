@@ -34,14 +34,24 @@ static void usage(FILE *out)
 		"  -v, --verbose         show the protocol dialogue (secrets hidden)\n"
 		"  -q, --quiet           print errors only\n"
 		"exit: 0 done, 1 nothing new (with --exit-nothing-new), 75 temporary failure,\n"
-		"      69 refused by the server, 77 login refused, 78 configuration, 130 interrupted\n");
+		"      69 refused by the server, 70 internal error, 77 login refused,\n"
+		"      78 configuration, 130 interrupted (Ctrl-C)\n");
 }
 
+/*
+ * Ctrl-C once: ask for no more messages; what is on its way is received and
+ * committed, the DELEs sent, QUIT. Twice: give up the transfer in progress
+ * (reads and writes stop, the message being received is discarded, nothing
+ * more is deleted, no QUIT). A third time: exit at once. SA_RESTART is not
+ * set, so a blocking read is interrupted and the flags seen (net.c).
+ */
 static void on_sigint(int sig)
 {
 	(void)sig;
+	if (fetch_aborted)
+		_exit(130);
 	if (fetch_interrupted)
-		_exit(130); /* a second Ctrl-C: now */
+		fetch_aborted = 1;
 	fetch_interrupted = 1;
 }
 

@@ -6,6 +6,7 @@
 #include <libgen.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -79,6 +80,31 @@ static void remove_entry(struct uidstore *s, const char *uidl)
 	rehash(s);
 }
 
+static void add_pending(struct uidstore *s, const char *uidl, const char *name)
+{
+	for (size_t i = 0; i < s->n_pending; i++) {
+		if (strcmp(s->pending[i].uidl, uidl) == 0) {
+			free(s->pending[i].name);
+			s->pending[i].name = xstrdup(name);
+			return;
+		}
+	}
+	s->pending = xreallocarray(s->pending, s->n_pending + 1, sizeof(*s->pending));
+	s->pending[s->n_pending++] = (struct uid_pending){xstrdup(uidl), xstrdup(name)};
+}
+
+static void remove_pending(struct uidstore *s, const char *uidl)
+{
+	for (size_t i = 0; i < s->n_pending; i++) {
+		if (strcmp(s->pending[i].uidl, uidl) == 0) {
+			free(s->pending[i].uidl);
+			free(s->pending[i].name);
+			s->pending[i] = s->pending[--s->n_pending];
+			return;
+		}
+	}
+}
+
 /* UIDLs are written with octets outside 0x21..0x7E and '%' as %XX. */
 static void escape(struct buf *b, const char *s)
 {
@@ -127,6 +153,23 @@ static void load_store(struct uidstore *s)
 				break;
 			continue;
 		}
+		/* Lines an older Pigeon skips (they do not start with a number). */
+		char a[4096], b[4096];
+		unsigned port;
+		if (sscanf(line, "account %u %4095s %4095s", &port, a, b) == 3 && unescape(a) == 0 &&
+		    unescape(b) == 0) {
+			free(s->host);
+			free(s->user);
+			s->host = xstrdup(a);
+			s->user = xstrdup(b);
+			s->port = port;
+			continue;
+		}
+		if (sscanf(line, "fetch %4095s %4095s", a, b) == 2 && unescape(a) == 0 &&
+		    unescape(b) == 0) {
+			add_pending(s, a, b);
+			continue;
+		}
 		long long first, last;
 		char flag;
 		int off = 0;
@@ -164,19 +207,12 @@ static void replay_journal(struct uidstore *s, const char *jpath)
 				e->first_seen = (time_t)t;
 			e->last_seen = (time_t)t;
 			e->flag = flag;
-			for (size_t i = 0; i < s->n_pending; i++) {
-				if (strcmp(s->pending[i].uidl, a) == 0) {
-					free(s->pending[i].uidl);
-					free(s->pending[i].name);
-					s->pending[i] = s->pending[--s->n_pending];
-					break;
-				}
-			}
+			remove_pending(s, a);
 		} else if (sscanf(line, "GONE %4095s", a) == 1 && unescape(a) == 0) {
 			remove_entry(s, a);
-		} else if (sscanf(line, "FETCH %4095s %4095s", a, b) == 2 && unescape(a) == 0) {
-			s->pending = xreallocarray(s->pending, s->n_pending + 1, sizeof(*s->pending));
-			s->pending[s->n_pending++] = (struct uid_pending){xstrdup(a), xstrdup(b)};
+		} else if (sscanf(line, "FETCH %4095s %4095s", a, b) == 2 && unescape(a) == 0 &&
+			   unescape(b) == 0) {
+			add_pending(s, a, b);
 		}
 		(void)word;
 	}
@@ -234,6 +270,11 @@ static int journal(struct uidstore *s, const char *fmt, const char *uidl, const 
 	}
 	buf_append_byte(&b, '\n');
 	int rc = fwrite(b.data, 1, b.len, s->journal) == b.len ? 0 : -1;
+	/* FETCH and DONE go to the kernel at once: a process killed right
+	 * after a delivery must not lose the record of it (a duplicate at the
+	 * next run). GONE may wait: losing one only keeps an entry longer. */
+	if (rc == 0 && strcmp(fmt, "GONE") != 0 && fflush(s->journal) != 0)
+		rc = -1;
 	buf_free(&b);
 	s->dirty = true;
 	return rc;
@@ -241,7 +282,35 @@ static int journal(struct uidstore *s, const char *fmt, const char *uidl, const 
 
 int uidstore_fetching(struct uidstore *s, const char *uidl, const char *name)
 {
+	add_pending(s, uidl, name);
 	return journal(s, "FETCH", uidl, name, 0, 0);
+}
+
+void uidstore_settled(struct uidstore *s, const char *uidl)
+{
+	remove_pending(s, uidl);
+	s->dirty = true;
+}
+
+int uidstore_claim(struct uidstore *s, const char *host, unsigned port, const char *user,
+		   char *err, size_t errlen)
+{
+	if (s->host == NULL) {
+		s->host = xstrdup(host);
+		s->user = xstrdup(user);
+		s->port = port;
+		s->dirty = true; /* record it at the next save */
+		return 0;
+	}
+	if (strcasecmp(s->host, host) == 0 && s->port == port && strcmp(s->user, user) == 0)
+		return 0;
+	snprintf(err, errlen,
+		 "the UIDL store %s belongs to user %s on %s port %u, not to this account (user %s on "
+		 "%s port %u): its UIDLs would count as already fetched here (and delete mode would "
+		 "delete mail never downloaded). Set uidl_store to another file for this account, or "
+		 "remove %s and %s.journal if the old account's record is no longer needed",
+		 s->path, s->user, s->host, s->port, user, host, port, s->path, s->path);
+	return -1;
 }
 
 int uidstore_done(struct uidstore *s, const char *uidl, char flag, time_t now)
@@ -251,6 +320,7 @@ int uidstore_done(struct uidstore *s, const char *uidl, char flag, time_t now)
 		e->first_seen = now;
 	e->last_seen = now;
 	e->flag = flag;
+	remove_pending(s, uidl);
 	return journal(s, "DONE", uidl, NULL, now, flag);
 }
 
@@ -267,21 +337,28 @@ int uidstore_sync(struct uidstore *s)
 	return 0;
 }
 
-static void clear_pending(struct uidstore *s)
-{
-	for (size_t i = 0; i < s->n_pending; i++) {
-		free(s->pending[i].uidl);
-		free(s->pending[i].name);
-	}
-	s->n_pending = 0;
-}
-
 int uidstore_save(struct uidstore *s, bool prune, time_t now)
 {
 	if (!s->dirty && !prune)
 		return 0;
 	struct buf b = BUF_INIT;
 	buf_append_str(&b, "pigeon-uidl 1\n");
+	if (s->host != NULL) {
+		buf_printf(&b, "account %u ", s->port);
+		escape(&b, s->host);
+		buf_append_byte(&b, ' ');
+		escape(&b, s->user);
+		buf_append_byte(&b, '\n');
+	}
+	/* Downloads begun without DONE stay recorded until recovery settles
+	 * them (e.g. files renamed into new/ whose directory fsync failed). */
+	for (size_t i = 0; i < s->n_pending; i++) {
+		buf_append_str(&b, "fetch ");
+		escape(&b, s->pending[i].uidl);
+		buf_append_byte(&b, ' ');
+		escape(&b, s->pending[i].name);
+		buf_append_byte(&b, '\n');
+	}
 	for (size_t i = 0; i < s->n; i++) {
 		const struct uid_entry *e = &s->e[i];
 		if (prune && now - e->last_seen > UIDSTORE_GRACE)
@@ -303,7 +380,6 @@ int uidstore_save(struct uidstore *s, bool prune, time_t now)
 			if (fflush(s->journal) == 0 && ftruncate(fileno(s->journal), 0) == 0)
 				rc = 0;
 			s->dirty = false;
-			clear_pending(s);
 		}
 	}
 	if (rc < 0)
@@ -326,6 +402,8 @@ void uidstore_close(struct uidstore *s)
 		free(s->pending[i].name);
 	}
 	free(s->pending);
+	free(s->host);
+	free(s->user);
 	if (s->lock_fd >= 0)
 		close(s->lock_fd);
 	free(s->path);

@@ -17,6 +17,7 @@ import pathlib
 import re
 import secrets
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -363,7 +364,8 @@ class FakePop3:
     def __init__(self, messages, *, capa=True, uidl=True, top=True, user=True, pipelining=False,
                  sasl=(), password="secret", login="alice", drop_in_retr=None, dele_err=(),
                  batch=None, tokens=(), xoauth2_ir_refused=True, on_dele=None,
-                 token_lifetime=None):
+                 token_lifetime=None, stls_reply=None, tls=None, retr_delay=0,
+                 capa_extra=()):
         self.msgs = [{"uidl": u, "data": d, "deleted": False, "popped": False}
                      for u, d in messages]
         self.capa, self.uidl, self.top, self.user = capa, uidl, top, user
@@ -376,6 +378,10 @@ class FakePop3:
         self.xoauth2_ir_refused = xoauth2_ir_refused
         self.on_dele = on_dele                # called with the uidl before answering DELE
         self.token_lifetime = token_lifetime  # RETRs a session may make before its token expires
+        self.stls_reply = stls_reply          # bytes sent (in one write) to STLS; offers STLS
+        self.tls = tls                        # an ssl.SSLContext: implicit TLS
+        self.retr_delay = retr_delay          # seconds before each RETR's answer (a slow server)
+        self.capa_extra = tuple(capa_extra)   # more CAPA lines
         self.sessions = []
         self.oauth_payloads = []
         self.errors = []
@@ -418,6 +424,8 @@ class FakePop3:
                 return
             conn.settimeout(TIMEOUT)
             try:
+                if self.tls is not None:
+                    conn = self.tls.wrap_socket(conn, server_side=True)
                 self._session(conn)
             except (OSError, EOFError):
                 pass
@@ -486,8 +494,14 @@ class FakePop3:
                 caps += ["USER"] if self.user else []
                 caps += ["PIPELINING"] if self.pipelining else []
                 caps += ["SASL " + " ".join(self.sasl)] if self.sasl else []
+                caps += ["STLS"] if self.stls_reply is not None else []
                 caps += ["RESP-CODES"]
+                caps += list(self.capa_extra)
                 send("+OK capabilities", *caps, ".")
+            elif word == "STLS" and self.stls_reply is not None:
+                conn.sendall(self.stls_reply)
+                # a TLS ClientHello has no line end: stop here
+                return
             elif word == "USER" and not authed:
                 self._user = arg
                 send("+OK send PASS")
@@ -535,6 +549,8 @@ class FakePop3:
                         send("-ERR AccessTokenExpired: the access token has expired")
                         continue
                 pending_pop.add(n - 1)
+                if self.retr_delay:
+                    time.sleep(self.retr_delay)
                 send("+OK %d octets" % size(m), *body, ".")
             elif word == "DELE" and msg(arg) is not None:
                 n = msg(arg)
@@ -685,6 +701,8 @@ def read_store(path):
     assert lines[0] == "pigeon-uidl 1", lines
     entries = {}
     for line in lines[1:]:
+        if line.startswith(("account ", "fetch ")):
+            continue
         first, last, flag, uidl = line.split(" ", 3)
         entries[uidl] = [int(first), int(last), flag]
     return entries
@@ -788,6 +806,9 @@ def test_max_size_headers_only(make_server, scram_entry, ws):
     # the headers and the separating empty line, nothing of the body
     assert ws.delivered() == [small, headers_of(big)]
     assert list(server_messages(srv).values()) == [big]
+    # and the user is told, in one line
+    notes = re.findall(r"^\[acct\].*only the headers were fetched.*$", r.err, re.M)
+    assert len(notes) == 1 and "1 message over max_size" in notes[0], r.err
     # later runs neither fetch it again nor delete it (delete mode notwithstanding)
     for _ in range(2):
         r = ws.run("--json", "-v")
@@ -1057,8 +1078,10 @@ def test_implicit_tls_with_ca_file(make_server, scram_entry, pki, ws):
     assert r.rc == EX_OK and r.json[0]["fetched"] == 2, r
     assert ws.delivered() == msgs
     wait_log(srv, "login: user=alice ip=127.0.0.1 method=SCRAM-SHA-256-PLUS tls=yes")
-    # by address: the certificate's IP SAN matches
-    ws.write(tls_account(ws, srv.tls_port, pki, host="127.0.0.1"))
+    # by address: the certificate's IP SAN matches (another host name: the
+    # store of "localhost" is not used for it)
+    ws.write(tls_account(ws, srv.tls_port, pki, host="127.0.0.1",
+                         uidl_store=ws.home / "by-address.uidl"))
     assert ws.run().rc == EX_OK
 
 
@@ -1141,7 +1164,8 @@ def test_fingerprint_pinning(make_server, scram_entry, pki, ws):
     assert len(srv.messages("alice")) == 1
     # a pin does not let a certificate signed by a trusted CA through either
     srv2 = tls_server(make_server, scram_entry, pki.localhost)
-    ws.write(tls_account(ws, srv2.tls_port, pki, fingerprint=wrong))
+    ws.write(tls_account(ws, srv2.tls_port, pki, fingerprint=wrong,
+                         uidl_store=ws.home / "srv2.uidl"))
     r = ws.run()
     assert r.rc == EX_TEMP and "pinned fingerprint" in r.err, r
 
@@ -1686,3 +1710,306 @@ def test_verbose_output_hides_the_token(fake, ws):
     for secret in ("tok-Zebra-99", payload):
         assert secret not in r.out + r.err, r.err
     assert "C: AUTH XOAUTH2" in r.err and "C: ****" in r.err.splitlines(), r.err
+
+
+# ==== audit findings: STLS injection, store identity, duplicates, bounds, Ctrl-C ==================
+
+
+def test_stls_answer_followed_by_injected_bytes_is_refused(fake, ws, pki):
+    """RFC 2595/3207 response injection: bytes that arrive with STLS's +OK were
+    sent in the clear and must never be read as replies protected by TLS."""
+    f = fake(fake_messages(2), stls_reply=b"+OK\r\n+OK fake\r\n")
+    ws.write(fake_account(ws, f, tls="starttls", host="localhost", allow_plaintext=None,
+                          ca_file=pki.ca.cert, timeout="2s"))
+    r = ws.run("--json")
+    assert r.rc == EX_TEMP, r
+    assert "after its answer to STLS" in r.json[0]["error"], r.json
+    assert f.commands(0) == ["CAPA", "STLS"], f.sessions
+    assert f.remaining() == ["uid-01", "uid-02"] and ws.delivered() == []
+
+
+def test_uidl_store_of_another_account_is_refused(fake, ws):
+    """The store names host, port and user; re-pointing the account at another
+    server must not take that server's UIDLs for known (delete mode would DELE
+    mail never downloaded)."""
+    first = fake(fake_messages(3, prefix="uid"))
+    ws.write(fake_account(ws, first))
+    r = ws.run("--json")
+    assert r.rc == EX_OK and r.json[0]["fetched"] == 3, r
+    text = ws.store.read_text()
+    assert "account %d 127.0.0.1 alice\n" % first.port in text, text
+    # another server whose messages happen to have the same UIDLs
+    other_msgs = [(u, message(10 + i)) for i, (u, _) in enumerate(fake_messages(3))]
+    second = fake(other_msgs)
+    sessions_before = len(first.sessions)
+    for settings in (fake_account(ws, second), fake_account(ws, first, user="bob")):
+        ws.write(settings)
+        r = ws.run("--json")
+        assert r.rc == EX_PERM, r
+        err = r.json[0]["error"]
+        assert "belongs to user alice on 127.0.0.1 port %d" % first.port in err, err
+        assert "uidl_store" in err and str(ws.store) in err, err
+    # not even a connection
+    assert second.sessions == [] and len(first.sessions) == sessions_before
+    assert second.remaining() == ["uid-01", "uid-02", "uid-03"]
+    # a store of its own: everything is fetched
+    ws.write(fake_account(ws, second, uidl_store=ws.home / "second.uidl"))
+    r = ws.run("--json")
+    assert r.rc == EX_OK and r.json[0]["fetched"] == 3 and r.json[0]["deleted"] == 3, r
+    assert ws.delivered()[3:] == [d for _, d in other_msgs]
+
+
+def test_store_without_identity_is_claimed(fake, ws):
+    """A store written before the identity was recorded is taken as this
+    account's (its UIDLs count), and gets the identity at the next save."""
+    msgs = fake_messages(3)
+    f = fake(msgs)
+    write_store(ws.store, {"uid-01": [1000, 1000, "D"]})
+    ws.write(fake_account(ws, f, keep="yes"))
+    r = ws.run("--json")
+    assert r.rc == EX_OK and r.json[0]["fetched"] == 2, r
+    assert ws.delivered() == [msgs[1][1], msgs[2][1]]
+    assert "account %d 127.0.0.1 alice\n" % f.port in ws.store.read_text()
+    assert set(read_store(ws.store)) == {"uid-01", "uid-02", "uid-03"}
+
+
+MDA_KILLER = """#!/bin/sh
+# Stores messages in $OUT; on the third, SIGKILLs pigeon fetch (pid in $PIDFILE) first.
+n=$(ls "$OUT" | wc -l)
+if [ "$n" -ge 2 ] && [ ! -e "$OUT.killed" ]; then
+    touch "$OUT.killed"
+    i=0
+    while [ ! -s "$PIDFILE" ] && [ $i -lt 400 ]; do sleep 0.05; i=$((i + 1)); done
+    kill -9 "$(cat "$PIDFILE")"
+    sleep 5
+    exit 75
+fi
+cat > "$OUT/msg.$(printf %03d $((n + 1)))"
+"""
+
+
+@pytest.mark.parametrize("dest", ["mda", "mbox"])
+def test_kill_after_a_delivery_does_not_duplicate_it(fake, ws, dest):
+    """MDA (and mbox) deliveries are committed one at a time: the DONE record
+    must reach the kernel right after each, not wait for the end of the
+    batch, or a kill -9 makes the next run deliver them again."""
+    msgs = fake_messages(5)
+    # mbox: killed from here once RETR 3 is asked for (that is after message
+    # 2's DONE; the server holds its answer back meanwhile)
+    f = fake(msgs, retr_delay=0.5 if dest == "mbox" else 0)
+    out = ws.home / "mda-out"
+    out.mkdir()
+    pidfile = ws.home / "pid"
+    script = ws.home / "killer.sh"
+    script.write_text(MDA_KILLER)
+    os.chmod(script, 0o755)
+    if dest == "mda":
+        ws.write(fake_account(ws, f, destination="mda:OUT=%s PIDFILE=%s %s"
+                              % (out, pidfile, script)))
+    else:
+        ws.write(fake_account(ws, f, destination="mbox:%s" % (ws.home / "box")))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("XDG_")}
+    env["HOME"] = str(ws.home)
+    p = subprocess.Popen([str(build_dir() / "pigeon"), "fetch", "-q", "-c", str(ws.conf)],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, env=env)
+    pidfile.write_text(str(p.pid))
+    if dest == "mbox":
+        ok = wait_until(lambda: f.sessions and "RETR 3" in f.sessions[0], timeout=20,
+                        step=0.005)
+        os.kill(p.pid, signal.SIGKILL)
+        assert ok
+    p.wait(timeout=30)
+    assert p.returncode == -signal.SIGKILL, p.stderr.read()
+    assert "QUIT" not in f.commands(0)
+    got = mda_stored(out) if dest == "mda" else mbox_messages(ws.home / "box")
+    before = len(got)
+    assert got == [d for _, d in msgs[:2]]
+    r = ws.run("--json")
+    assert r.rc == EX_OK, r
+    assert r.json[0]["fetched"] == 5 - before, (before, r)
+    got = mda_stored(out) if dest == "mda" else mbox_messages(ws.home / "box")
+    assert got == [d for _, d in msgs], "a message was delivered twice or lost"
+    assert f.remaining() == []
+
+
+def test_duplicate_uidls_keep_mode_fetches_neither(fake, ws):
+    msgs = [("a", message(1)), ("dup", message(2)), ("b", message(3)), ("dup", message(4))]
+    f = fake(msgs)
+    ws.write(fake_account(ws, f, keep="yes"))
+    for i in range(2):
+        r = ws.run("--json")
+        assert r.rc == EX_OK, r
+        assert r.json[0]["fetched"] == (2 if i == 0 else 0), r
+        assert r.json[0]["skipped"] == 2, r
+        if i == 0:
+            warned = re.findall(r"skipping message (\d+): its UIDL \"dup\" is not unique", r.err)
+            assert warned == ["2", "4"], r.err
+    assert ws.delivered() == [msgs[0][1], msgs[2][1]]
+    assert "dup" not in read_store(ws.store)
+    assert not [l for s in f.sessions for l in s if l in ("RETR 2", "RETR 4")]
+    assert len(f.remaining()) == 4
+
+
+def test_duplicate_uidls_delete_mode_fetches_both_even_if_known(fake, ws):
+    """A duplicated UIDL is never "already known", even if the store has it:
+    both messages are downloaded before they are deleted."""
+    msgs = [("a", message(1)), ("dup", message(2)), ("dup", message(3))]
+    f = fake(msgs)
+    write_store(ws.store, {"dup": [1000, 1000, "D"]})
+    ws.write(fake_account(ws, f))
+    r = ws.run("--json")
+    assert r.rc == EX_OK and r.json[0]["fetched"] == 3 and r.json[0]["deleted"] == 3, r
+    assert ws.delivered() == [d for _, d in msgs]
+    assert f.remaining() == []
+
+
+def test_no_user_pass_when_capa_lacks_user(fake, ws):
+    """pop3.md client item 23: CAPA worked and lists no USER (nor a usable
+    SASL mechanism): no USER/PASS, a clear error."""
+    f = fake(fake_messages(2), user=False)
+    ws.write(fake_account(ws, f))
+    r = ws.run("--json")
+    assert r.rc == EX_PERM, r
+    assert "offers no login method" in r.json[0]["error"], r.json
+    assert not [l for l in f.all_lines() if l.startswith(("USER", "PASS"))], f.sessions
+    ws.write(fake_account(ws, f, auth="user"))
+    r = ws.run("--json")
+    assert r.rc == EX_CONFIG and "does not offer USER/PASS" in r.json[0]["error"], r
+    assert not [l for l in f.all_lines() if l.startswith(("USER", "PASS"))], f.sessions
+
+
+def test_user_pass_without_capa(fake, ws):
+    """A pre-RFC-2449 server (CAPA refused): USER/PASS may still be tried."""
+    msgs = fake_messages(2)
+    f = fake(msgs, capa=False)
+    ws.write(fake_account(ws, f))
+    r = ws.run("--json")
+    assert r.rc == EX_OK and r.json[0]["fetched"] == 2, r
+    assert "USER alice" in f.sessions[0]
+
+
+def test_uidl_longer_than_70_is_a_protocol_error(fake, ws):
+    f = fake([("u" * 70, message(1)), ("v" * 71, message(2))])
+    ws.write(fake_account(ws, f, keep="yes"))
+    r = ws.run("--json")
+    assert r.rc == EX_TEMP, r
+    err = r.json[0]["error"]
+    assert "message 2 has a UIDL of 71 octets" in err and "at most 70" in err, err
+    assert not [l for l in f.all_lines() if l.startswith(("RETR", "DELE"))]
+    assert ws.delivered() == []
+
+
+def test_overlong_listing_line_fails_cleanly(fake, ws):
+    """A listing line beyond the line bound is an error, never parsed from its
+    tail (here the tail alone would look like a good line)."""
+    f = fake([("x" * 70000 + " 1 uid-1", message(1))])
+    ws.write(fake_account(ws, f, keep="yes"))
+    r = ws.run("--json")
+    assert r.rc == EX_TEMP, r
+    assert "UIDL line longer than 8192 octets" in r.json[0]["error"], r.json
+    assert ws.delivered() == [] and not [l for l in f.all_lines() if l.startswith("RETR")]
+
+
+@pytest.mark.parametrize("extra", [["X-FILLER-%d" % i for i in range(200)],
+                                   ["X-LONG " + "y" * 2000],
+                                   ["X-HUGE " + "y" * 70000 + " USER"]])
+def test_oversized_capa_is_refused(fake, ws, extra):
+    f = fake(fake_messages(1), capa_extra=extra, user=False)
+    ws.write(fake_account(ws, f))
+    r = ws.run("--json")
+    assert r.rc == EX_TEMP, r
+    assert "oversized CAPA response" in r.json[0]["error"], r.json
+    assert not [l for l in f.all_lines() if l.startswith(("USER", "PASS", "AUTH"))]
+
+
+def test_headers_mode_without_uidl_names_the_real_reason(fake, ws):
+    small, big = message(1), big_message(2)
+    f = fake([("s", small), ("b", big)], uidl=False)
+    ws.write(fake_account(ws, f, max_size="4k", max_size_action="headers"))
+    r = ws.run("--json")
+    assert r.rc == EX_OK and r.json[0]["fetched"] == 1, r
+    assert "headers only need UIDL, which the server lacks" in r.err, r.err
+    assert "no TOP" not in r.err
+
+
+def start_fetch_in_own_group(ws):
+    """pigeon fetch as the foreground job of a terminal would run: Ctrl-C is
+    SIGINT to its whole process group."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("XDG_")}
+    env["HOME"] = str(ws.home)
+    return subprocess.Popen([str(build_dir() / "pigeon"), "fetch", "--json", "-c", str(ws.conf)],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env, start_new_session=True)
+
+
+def test_ctrl_c_over_tls_finishes_the_message_and_quits(fake, ws, pki):
+    """SIGINT (no SA_RESTART) interrupts SSL_read: the read is resumed, the
+    message finished, its DELE and QUIT sent, exit 130; nothing lost or
+    duplicated, the next run fetches the rest."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(pki.localhost.cert), str(pki.localhost.key))
+    msgs = fake_messages(8)
+    f = fake(msgs, tls=ctx, retr_delay=0.6)
+    ws.write(tls_account(ws, f.port, pki, password="secret"))
+    p = start_fetch_in_own_group(ws)
+    try:
+        assert wait_until(lambda: f.sessions and "RETR 2" in f.sessions[0], timeout=20,
+                          step=0.01)
+        time.sleep(0.1)  # inside the read of RETR 2's (delayed) answer
+        os.killpg(p.pid, signal.SIGINT)
+        out, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    err = err.decode(errors="replace")
+    assert p.returncode == 130, err
+    assert "TLS error" not in err, err
+    cmds = f.commands(0)
+    assert cmds[-1] == "QUIT", f.sessions
+    n = len(ws.delivered())
+    assert n in (2, 3), f.sessions
+    assert ws.delivered() == [d for _, d in msgs[:n]]
+    assert f.remaining() == [u for u, _ in msgs[n:]]
+    f.retr_delay = 0
+    r = ws.run("--json")
+    assert r.rc == EX_OK and r.json[0]["fetched"] == 8 - n, r
+    assert ws.delivered() == [d for _, d in msgs] and f.remaining() == []
+
+
+SLOW_MDA = """#!/bin/sh
+touch "$OUT.started"
+sleep 1
+cat > "$OUT/msg.$(ls "$OUT" | wc -l)"
+"""
+
+
+def test_ctrl_c_does_not_kill_the_mda(fake, ws):
+    """The terminal's SIGINT goes to the whole foreground group; the MDA has
+    its own, so it finishes the delivery in progress and pigeon fetch then
+    stops cleanly."""
+    msgs = fake_messages(3)
+    f = fake(msgs)
+    out = ws.home / "mda-out"
+    out.mkdir()
+    script = ws.home / "slow.sh"
+    script.write_text(SLOW_MDA)
+    os.chmod(script, 0o755)
+    ws.write(fake_account(ws, f, destination="mda:OUT=%s %s" % (out, script)))
+    p = start_fetch_in_own_group(ws)
+    try:
+        assert wait_until(lambda: pathlib.Path("%s.started" % out).exists(), timeout=20,
+                          step=0.01)
+        os.killpg(p.pid, signal.SIGINT)
+        _, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    err = err.decode(errors="replace")
+    assert p.returncode == 130, err
+    assert "killed by signal" not in err, err
+    assert mda_stored(out) == [msgs[0][1]], err
+    assert f.commands(0)[-2:] == ["DELE", "QUIT"], f.sessions
+    assert f.remaining() == ["uid-02", "uid-03"]
