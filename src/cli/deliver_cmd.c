@@ -6,7 +6,8 @@
  * 65 not a mail message / too big / a mail loop; 73 the mailbox cannot be
  * created or is over quota (permanent); 75 anything that may work later.
  * A one-line reason starting with an RFC 3463 code goes to stderr; Postfix
- * uses that code.
+ * uses that code. Only a mailbox path that can never exist is 73: permission
+ * problems, a read-only or full file system are 75 (4.x.x).
  */
 #include "cli/deliver_cmd.h"
 
@@ -84,6 +85,27 @@ static void header_value(const char *line, size_t len, const char **v, size_t *v
 	*vlen = (size_t)(end - p);
 }
 
+/* Exit status and RFC 3463 code for a failed store (lmtp.md §9): only a
+ * mailbox path that can never exist is permanent. */
+static int store_failure(enum deliver_status st, const struct config *cfg, const char *maildir)
+{
+	switch (st) {
+	case DELIVER_PERM:
+		return fail(EX_CANTCREAT, "5.2.0", "cannot create %s", maildir);
+	case DELIVER_QUOTA:
+		return cfg->quota_tempfail ? fail(EX_TEMPFAIL, "4.2.2", "mailbox full")
+					   : fail(EX_CANTCREAT, "5.2.2", "mailbox quota exceeded");
+	case DELIVER_FULL:
+		return fail(EX_TEMPFAIL, "4.2.2", "mailbox full (file system quota) in %s", maildir);
+	case DELIVER_NOSPACE:
+		return fail(EX_TEMPFAIL, "4.3.1", "insufficient system storage for %s", maildir);
+	case DELIVER_OK:
+	case DELIVER_TEMP:
+	default:
+		return fail(EX_TEMPFAIL, "4.3.0", "cannot store the message in %s", maildir);
+	}
+}
+
 int cmd_deliver(int argc, char **argv)
 {
 	const char *config_path = DEFAULT_CONFIG, *sender = NULL, *recipient = NULL, *user = NULL;
@@ -113,6 +135,12 @@ int cmd_deliver(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	/* Details go to syslog: the MTA reads one coded line from stderr. */
 	log_init("pigeon-deliver", false, LOG_LEVEL_INFO);
+	/* Only to syslog: stderr is the MTA's (one coded line on failure). */
+	if (geteuid() == 0)
+		log_warning("running as root: the Maildirs and %s it creates belong to root, "
+			    "which pigeond's [server] user may not read or lock; run pigeon deliver "
+			    "as that user (docs/delivery.md)",
+			    DELIVER_LOCK_FILE);
 	if (sender == NULL)
 		sender = getenv("SENDER");
 	if (recipient == NULL)
@@ -231,8 +259,7 @@ int cmd_deliver(int argc, char **argv)
 	if (st != DELIVER_OK) {
 		maildir_delivery_abort(&d);
 		free(line);
-		status = st == DELIVER_PERM ? fail(EX_CANTCREAT, "5.2.0", "cannot create %s", target.maildir)
-					    : fail(EX_TEMPFAIL, "4.3.0", "cannot write to %s", target.maildir);
+		status = store_failure(st, &cfg, target.maildir);
 		goto out;
 	}
 	struct buf trace = BUF_INIT;
@@ -263,14 +290,10 @@ int cmd_deliver(int argc, char **argv)
 			      (unsigned long long)cfg.max_message_size);
 		goto out;
 	}
-	if (deliver_over_quota(&target, d.stored) > 0) {
-		status = cfg.quota_tempfail ? fail(EX_TEMPFAIL, "4.2.2", "mailbox full")
-					    : fail(EX_CANTCREAT, "5.2.2", "mailbox quota exceeded");
-		goto out;
-	}
-	st = maildir_delivery_commit(&d);
+	/* Quota check and publish under the maildrop's delivery lock. */
+	st = deliver_store(&target, &d);
 	if (st != DELIVER_OK) {
-		status = fail(EX_TEMPFAIL, "4.3.0", "cannot store the message in %s", target.maildir);
+		status = store_failure(st, &cfg, target.maildir);
 		goto out;
 	}
 	/* Exit 0 only now: the message is durable in new/. */

@@ -1,6 +1,8 @@
 /* deliver.c - recipient lookup, quota, trace headers. */
 #include "deliver/deliver.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -85,6 +87,64 @@ int deliver_over_quota(const struct deliver_target *t, uint64_t incoming)
 	if (maildir_usage(t->maildir, &used) < 0)
 		return -1;
 	return used + incoming > t->quota ? 1 : 0;
+}
+
+/* The maildrop's delivery lock, waiting at most DELIVER_LOCK_WAIT_MS.
+ * Returns the descriptor (closing it releases the lock) or -1. */
+static int take_delivery_lock(const char *maildir)
+{
+	char path[4096];
+	if ((size_t)snprintf(path, sizeof(path), "%s/%s", maildir, DELIVER_LOCK_FILE) >= sizeof(path)) {
+		log_error("maildir %s: path too long for the delivery lock", maildir);
+		return -1;
+	}
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0) {
+		log_error("maildir %s: cannot open %s: %s", maildir, DELIVER_LOCK_FILE, strerror(errno));
+		return -1;
+	}
+	/* OFD locks conflict between threads of one process too (the LMTP
+	 * store jobs) and map to POSIX locks on NFS. Polled, to bound the wait. */
+	struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
+	long waited_ms = 0, step_ms = 1;
+	while (fcntl(fd, F_OFD_SETLK, &fl) < 0) {
+		if ((errno != EAGAIN && errno != EACCES && errno != EINTR) ||
+		    waited_ms >= DELIVER_LOCK_WAIT_MS) {
+			log_error("maildir %s: cannot take %s: %s", maildir, DELIVER_LOCK_FILE,
+				  errno == EAGAIN || errno == EACCES ? "held too long" : strerror(errno));
+			close(fd);
+			return -1;
+		}
+		struct timespec ts = {0, step_ms * 1000 * 1000};
+		nanosleep(&ts, NULL);
+		waited_ms += step_ms;
+		if (step_ms < 50)
+			step_ms *= 2;
+	}
+	return fd;
+}
+
+enum deliver_status deliver_store(const struct deliver_target *t, struct maildir_delivery *d)
+{
+	maildir_delivery_finish(d);
+	if (t->quota == 0)
+		return maildir_delivery_publish(d);
+	/* The slow part (the message's own fsync) outside the lock. */
+	maildir_delivery_sync(d);
+	int lock = take_delivery_lock(t->maildir);
+	if (lock < 0) {
+		maildir_delivery_abort(d);
+		return DELIVER_TEMP;
+	}
+	enum deliver_status st;
+	if (deliver_over_quota(t, d->stored) > 0) {
+		maildir_delivery_abort(d);
+		st = DELIVER_QUOTA;
+	} else {
+		st = maildir_delivery_publish(d); /* usage unknown: as before, deliver */
+	}
+	close(lock); /* after the fsync of new/: the next holder counts this message */
+	return st;
 }
 
 void deliver_trace_headers(struct buf *out, const struct trace_info *tr)

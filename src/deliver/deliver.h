@@ -11,6 +11,7 @@
 
 #include "common/buf.h"
 #include "common/config.h"
+#include "deliver/maildir_deliver.h"
 
 struct passwd_db;
 
@@ -30,8 +31,30 @@ int deliver_resolve(struct passwd_db *db, const struct config *cfg, const char *
 		    struct deliver_target *t);
 void deliver_target_clear(struct deliver_target *t);
 
-/* Would a message of `incoming` octets exceed t's quota? 1 yes, 0 no, -1 unknown. */
+/* Would a message of `incoming` octets exceed t's quota? 1 yes, 0 no, -1 unknown.
+ * Without the delivery lock this is only an early estimate. */
 int deliver_over_quota(const struct deliver_target *t, uint64_t incoming);
+
+/*
+ * The quota is exact for deliveries through Pigeon: computing the usage and
+ * publishing the message happen under an OFD lock on DELIVER_LOCK_FILE in the
+ * Maildir, so concurrent deliveries (LMTP threads, `pigeon deliver`
+ * processes) to one maildrop cannot both fit into the last free octets. It
+ * is a separate file from the POP3 session lock: delivery never waits for a
+ * POP3 session. Taken only when the target has a quota (no check, no race).
+ */
+#define DELIVER_LOCK_FILE "pigeon-deliver.lock"
+/* Lock holders only rescan new/ + cur/, rename and fsync new/: 5 s is ample,
+ * and stays under the 10 s pigeond's master grants a stopping worker. */
+#define DELIVER_LOCK_WAIT_MS 5000
+
+/*
+ * Finish d (begun for t) and store it: fsync the file, then under the
+ * maildrop's delivery lock check the quota and publish. Returns DELIVER_OK,
+ * DELIVER_QUOTA (nothing stored), or a failure status of maildir_deliver.h
+ * (a lock timeout is DELIVER_TEMP). d is finished or aborted on every path.
+ */
+enum deliver_status deliver_store(const struct deliver_target *t, struct maildir_delivery *d);
 
 struct trace_info {
 	const char *sender;      /* MAIL FROM / -f ("" for <>); NULL: no Return-Path */

@@ -18,18 +18,51 @@
 #include "common/fsutil.h"
 #include "common/xmalloc.h"
 
-static enum deliver_status errno_status(int err)
+enum deliver_status deliver_status_from_errno(int err)
 {
 	switch (err) {
-	case EACCES:
-	case EPERM:
-	case ENOTDIR:
-	case ELOOP:
-	case EROFS:
+	case ENOTDIR:      /* a path component is a file */
+	case ELOOP:        /* a symlink loop */
+	case ENAMETOOLONG: /* the path can never be created */
 		return DELIVER_PERM;
-	default:
+	case ENOSPC:
+		return DELIVER_NOSPACE;
+	case EDQUOT:
+		return DELIVER_FULL;
+	default:           /* EACCES, EPERM, EROFS, EIO, ...: fixable */
 		return DELIVER_TEMP;
 	}
+}
+
+static enum deliver_status fail_errno(struct maildir_delivery *d, int err)
+{
+	d->error = err;
+	return deliver_status_from_errno(err);
+}
+
+/* mkdir -p, fsyncing the parent of every directory it creates: the first
+ * message delivered must not vanish with its Maildir after a power loss. */
+static int make_dirs(const char *path)
+{
+	char *copy = xstrdup(path);
+	int rc = 0;
+	for (char *p = copy + 1; rc == 0; p++) {
+		if (*p != '/' && *p != '\0')
+			continue;
+		char saved = *p;
+		*p = '\0';
+		if (mkdir(copy, 0700) == 0) {
+			if (fsync_parent(copy) < 0)
+				rc = -1;
+		} else if (errno != EEXIST) {
+			rc = -1;
+		}
+		*p = saved;
+		if (saved == '\0')
+			break;
+	}
+	free(copy);
+	return rc;
 }
 
 /* The host part of a unique name: '/' and ':' escaped as DJB asks.
@@ -73,30 +106,40 @@ enum deliver_status maildir_delivery_begin(struct maildir_delivery *d, const cha
 	transform_init(&d->size, TRANSFORM_ALL_LINES, false, false);
 	d->dir_fd = open(maildir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (d->dir_fd < 0 && errno == ENOENT) {
-		if (mkdir_p(maildir) < 0) {
+		if (make_dirs(maildir) < 0) {
 			int err = errno;
 			log_error("maildir %s: cannot create: %s", maildir, strerror(err));
-			return errno_status(err);
+			return fail_errno(d, err);
 		}
 		d->dir_fd = open(maildir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	}
 	if (d->dir_fd < 0) {
 		int err = errno;
 		log_error("maildir %s: %s", maildir, strerror(err));
-		return errno_status(err);
+		return fail_errno(d, err);
 	}
 	/* tmp/ (where we write) and new/ (where the rename goes) must exist;
 	 * if either is missing, make all three. */
 	struct stat sb;
 	if (fstatat(d->dir_fd, "tmp", &sb, 0) < 0 || fstatat(d->dir_fd, "new", &sb, 0) < 0) {
 		static const char *const subdirs[] = {"tmp", "new", "cur"};
+		bool made = false;
 		for (unsigned i = 0; i < 3; i++) {
-			if (mkdirat(d->dir_fd, subdirs[i], 0700) < 0 && errno != EEXIST) {
+			if (mkdirat(d->dir_fd, subdirs[i], 0700) == 0) {
+				made = true;
+			} else if (errno != EEXIST) {
 				int err = errno;
 				log_error("maildir %s: cannot create %s/: %s", maildir, subdirs[i],
 					  strerror(err));
-				return errno_status(err);
+				return fail_errno(d, err);
 			}
+		}
+		/* The new directories' entries must be durable before a rename
+		 * into new/ is acknowledged. */
+		if (made && fsync(d->dir_fd) < 0) {
+			int err = errno;
+			log_error("maildir %s: fsync: %s", maildir, strerror(err));
+			return fail_errno(d, err);
 		}
 	}
 	/* time.M<usec>P<pid>R<random>.host: unique across processes, reboots
@@ -121,7 +164,7 @@ enum deliver_status maildir_delivery_begin(struct maildir_delivery *d, const cha
 	}
 	int err = errno;
 	log_error("maildir %s: cannot create a file in tmp/: %s", maildir, strerror(err));
-	return errno_status(err);
+	return fail_errno(d, err);
 }
 
 static void write_out(struct maildir_delivery *d, const char *p, size_t n)
@@ -208,12 +251,18 @@ void maildir_delivery_finish(struct maildir_delivery *d)
 		 (unsigned long long)d->stored, (unsigned long long)d->size.emitted);
 }
 
+void maildir_delivery_sync(struct maildir_delivery *d)
+{
+	if (d->error == 0 && !d->no_fsync && !d->synced && fsync(d->tmp_fd) < 0)
+		d->error = errno;
+	d->synced = true;
+}
+
 enum deliver_status maildir_delivery_publish(struct maildir_delivery *d)
 {
 	char tmp[300];
 	snprintf(tmp, sizeof(tmp), "tmp/%s", d->tmp_name);
-	if (d->error == 0 && !d->no_fsync && fsync(d->tmp_fd) < 0)
-		d->error = errno;
+	maildir_delivery_sync(d);
 	/* NFS reports write errors at close: check it. */
 	if (close(d->tmp_fd) < 0 && d->error == 0)
 		d->error = errno;
@@ -222,7 +271,8 @@ enum deliver_status maildir_delivery_publish(struct maildir_delivery *d)
 		log_error("maildir %s: writing %s: %s", d->path, tmp, strerror(d->error));
 		unlinkat(d->dir_fd, tmp, 0);
 		release(d);
-		return DELIVER_TEMP;
+		enum deliver_status st = deliver_status_from_errno(d->error);
+		return st == DELIVER_PERM ? DELIVER_TEMP : st;
 	}
 	/* rename is atomic: readers see the whole message or nothing. The name
 	 * is unique (time, pid, counter, random), so nothing is overwritten. */
@@ -231,7 +281,8 @@ enum deliver_status maildir_delivery_publish(struct maildir_delivery *d)
 		log_error("maildir %s: rename into new/: %s", d->path, strerror(errno));
 		unlinkat(d->dir_fd, tmp, 0);
 		release(d);
-		return DELIVER_TEMP;
+		enum deliver_status st = deliver_status_from_errno(d->error);
+		return st == DELIVER_PERM ? DELIVER_TEMP : st;
 	}
 	enum deliver_status st = DELIVER_OK;
 	if (!d->defer_dir_sync && !d->no_fsync) {

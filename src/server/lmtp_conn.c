@@ -8,13 +8,17 @@
  *                 then one reply per recipient (RFC 2033 §4.2)
  *
  * Nothing is acknowledged before it is durable; a dropped connection or a
- * shutdown removes the tmp/ files and acknowledges nothing.
+ * shutdown removes the tmp/ files and acknowledges nothing. A shutdown while
+ * the final store job runs lets it finish and sends its real replies before
+ * the 421: the message is committed either way, and a 421 would make the MTA
+ * deliver it twice.
  */
 #include "server/lmtp_conn.h"
 
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,6 +81,7 @@ struct lmtp_conn {
 	bool eof;
 	bool closing;
 	bool closed;
+	bool shutdown;                /* the server stops: close once the store job is done */
 	/* the transaction */
 	struct copy *copies;          /* one per accepted recipient */
 	size_t n_copies;
@@ -229,6 +234,26 @@ static void rcpt_done(struct work *w)
 
 /* ---- DATA ---------------------------------------------------------------------- */
 
+/* lmtp.md §6: 452 4.3.1 disk full, 452 4.2.2 mailbox full, 451 4.3.0 the rest. */
+static enum lmtp_store_result store_result(enum deliver_status st, bool quota_tempfail)
+{
+	switch (st) {
+	case DELIVER_OK:
+		return LMTP_STORED;
+	case DELIVER_NOSPACE:
+		return LMTP_STORE_NOSPACE;
+	case DELIVER_FULL:
+		return LMTP_STORE_QUOTA_TEMP;
+	case DELIVER_QUOTA:
+		return quota_tempfail ? LMTP_STORE_QUOTA_TEMP : LMTP_STORE_QUOTA;
+	case DELIVER_PERM:
+		return LMTP_STORE_PERM;
+	case DELIVER_TEMP:
+	default:
+		return LMTP_STORE_TEMPFAIL;
+	}
+}
+
 static void data_begin(struct lmtp_conn *c)
 {
 	unsigned char rnd[6];
@@ -240,7 +265,7 @@ static void data_begin(struct lmtp_conn *c)
 		enum deliver_status st = maildir_delivery_begin(&cp->file, cp->target.maildir);
 		if (st != DELIVER_OK) {
 			maildir_delivery_abort(&cp->file);
-			cp->result = st == DELIVER_PERM ? LMTP_STORE_PERM : LMTP_STORE_TEMPFAIL;
+			cp->result = store_result(st, c->srv->cfg->quota_tempfail);
 			continue;
 		}
 		cp->open = true;
@@ -301,21 +326,41 @@ static void store_run(struct work *w)
 			job->results[i] = LMTP_STORE_TEMPFAIL; /* not used: the core answers */
 			continue;
 		}
-		int over = deliver_over_quota(&cp->target, cp->file.stored);
-		if (over > 0) {
-			maildir_delivery_abort(&cp->file);
-			cp->open = false;
-			job->results[i] = job->quota_tempfail ? LMTP_STORE_QUOTA_TEMP : LMTP_STORE_QUOTA;
+		/* Quota check and publish under the maildrop's delivery lock. */
+		enum deliver_status st = deliver_store(&cp->target, &cp->file);
+		cp->open = false;
+		job->results[i] = store_result(st, job->quota_tempfail);
+	}
+}
+
+/*
+ * The server stopped while this store job ran, and the event loop may be
+ * over: send what is in the output buffer (the per-recipient replies and a
+ * 421) directly, waiting at most a moment for room, then close.
+ */
+static void finish_shutdown(struct lmtp_conn *c)
+{
+	lmtp_session_shutdown(c->session);
+	flush_session(c);
+	/* The bufferevent's output is its own (a socket bufferevent freezes
+	 * its start): copy the bytes out rather than drain them. */
+	struct evbuffer *out = output(c);
+	size_t len = evbuffer_get_length(out);
+	const char *data = (const char *)evbuffer_pullup(out, -1);
+	int fd = bufferevent_getfd(c->bev);
+	for (int tries = 0; len > 0 && tries < 20; tries++) {
+		ssize_t n = send(fd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n > 0) {
+			data += n;
+			len -= (size_t)n;
 			continue;
 		}
-		enum deliver_status st = maildir_delivery_commit(&cp->file);
-		cp->open = false;
-		int err = cp->file.error;
-		job->results[i] = st == DELIVER_OK     ? LMTP_STORED
-				  : st == DELIVER_PERM ? LMTP_STORE_PERM
-				  : err == ENOSPC || err == EDQUOT ? LMTP_STORE_NOSPACE
-								   : LMTP_STORE_TEMPFAIL;
+		if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+			break;
+		struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+		poll(&pfd, 1, 100);
 	}
+	conn_close(c, "server shutdown");
 }
 
 static void store_done(struct work *w)
@@ -344,6 +389,10 @@ static void store_done(struct work *w)
 	free(job);
 	if (c->closed) {
 		conn_free(c);
+		return;
+	}
+	if (c->shutdown) {
+		finish_shutdown(c);
 		return;
 	}
 	flush_session(c);
@@ -549,7 +598,13 @@ void lmtp_conn_close_all(struct server *srv)
 	struct lmtp_conn *c = srv->lmtp_conns;
 	while (c != NULL) {
 		struct lmtp_conn *next = c->next;
-		if (!c->closed) {
+		if (!c->closed && c->store != NULL) {
+			/* The message is being committed and will be stored: a 421
+			 * now would make the MTA send it again. The job's own replies
+			 * go out when it is done, then 421 (finish_shutdown). */
+			c->shutdown = true;
+			bufferevent_disable(c->bev, EV_READ);
+		} else if (!c->closed) {
 			/* RFC 5321 §3.8: 421, acknowledge nothing unfinished. Sent
 			 * directly, without blocking: the loop is about to end. */
 			lmtp_session_shutdown(c->session);

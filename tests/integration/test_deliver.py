@@ -8,10 +8,12 @@ starting pigeond) and runs `pigeon deliver -c` on it as the test's own user;
 where the result is read back over POP3, pigeond is then started on the same
 configuration (PigeonServer.start hands the tree to its user).
 """
+import fcntl
 import hashlib
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import threading
@@ -421,6 +423,28 @@ def test_disk_full_is_temporary(box, small_fs):
     assert_fails(res, EX_TEMPFAIL, "4.")
 
 
+@pytest.fixture
+def read_only_fs(tmp_path):
+    """An empty tmpfs mounted read-only (root only): a real EROFS."""
+    mnt = tmp_path / "ro"
+    mnt.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k,mode=0755", "pigeon-test",
+                          str(mnt)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30)
+    if res.returncode != 0:
+        pytest.skip("cannot mount a read-only tmpfs: %s" % res.stdout.decode(errors="replace"))
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], timeout=30)
+
+
+def test_read_only_file_system_is_temporary(box, read_only_fs):
+    """EROFS (like EACCES) is for the administrator to fix: exit 75 so the MTA
+    keeps the message, never 73, which bounces it (lmtp.md §9)."""
+    reconfigure(box, mail={"location": str(read_only_fs) + "/%u/Maildir"})
+    assert_fails(run(box.config_path, "-a", "bob@example.test", data=MSG), EX_TEMPFAIL, "4.")
+
+
 def fill(srv, user, size):
     return srv.deliver(user, b"Subject: filler\n\n" + b"f" * (size - 18) + b"\n")
 
@@ -530,12 +554,136 @@ def test_bad_usage(box, args, env):
     nothing_stored(box, "carol")
 
 
+def start_deliver(config, data):
+    proc = subprocess.Popen(deliver_argv(config, "-a", "bob@example.test"), stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=base_env())
+    proc.stdin.write(data)
+    proc.stdin.close()
+    return proc
+
+
+def finished(proc):
+    status = proc.wait(timeout=30)
+    err = proc.stderr.read().decode(errors="replace")
+    proc.stdout.close()
+    proc.stderr.close()
+    no_sanitizer_report(err)
+    return status, err
+
+
+def test_concurrent_deliveries_cannot_overshoot_the_quota(box):
+    """The usage is counted and the message published under the maildrop's
+    delivery lock: of two messages that each fit but not both, one is
+    refused, however the two deliveries interleave."""
+    reconfigure(box, delivery={"quota": "2000"})
+    fill(box, "bob", 1000)
+    msg = MSG + b"q" * 500 + b"\r\n"  # about 620 octets stored
+    lock_path = box.maildir("bob") / "pigeon-deliver.lock"
+    with open(lock_path, "a+") as holder:
+        # Both wait at the lock, both having seen the same usage before it.
+        fcntl.lockf(holder, fcntl.LOCK_EX)
+        procs = [start_deliver(box.config_path, msg) for _ in range(2)]
+        time.sleep(1.0)
+        assert [p.poll() for p in procs] == [None, None], "did not wait for the delivery lock"
+        fcntl.lockf(holder, fcntl.LOCK_UN)
+    results = sorted(finished(p) for p in procs)
+    assert results[0] == (EX_OK, ""), results
+    assert_fails(results[1], EX_CANTCREAT, "5.2.2")
+    assert len(files(box, "bob")) == 2 and files(box, "bob", "tmp") == []
+
+
+def test_delivery_lock_wait_is_bounded(box):
+    """A delivery lock held too long (a hung process) defers the message."""
+    reconfigure(box, delivery={"quota": "1M"})
+    lock_path = box.maildir("bob") / "pigeon-deliver.lock"
+    with open(lock_path, "a+") as holder:
+        fcntl.lockf(holder, fcntl.LOCK_EX)
+        t0 = time.monotonic()
+        res = run(box.config_path, "-a", "bob@example.test", data=MSG)
+        took = time.monotonic() - t0
+    assert_fails(res, EX_TEMPFAIL, "4.3.0")
+    assert 4 < took < 20, took
+    nothing_stored(box, "bob")
+
+
+# ---- durability ----------------------------------------------------------------
+
+STRACE_LINE = re.compile(r"^(?:\d+ +)?(\w+)\((.*)\) += (-?\d+)")
+
+
+def traced_delivery(config, trace):
+    """pigeon deliver under strace -f -y (descriptors shown with their paths):
+    [(syscall, arguments, result)] in order, or None if strace cannot trace."""
+    argv = ["strace", "-f", "-y", "-qq", "-o", str(trace), "-e",
+            "trace=fsync,fdatasync,rename,renameat,renameat2,mkdir,mkdirat"]
+    # LeakSanitizer cannot run under ptrace; the other tests look for leaks.
+    env = base_env({"ASAN_OPTIONS": "detect_leaks=0:abort_on_error=0"})
+    proc = subprocess.run(argv + deliver_argv(config, "-a", "bob@example.test"), input=MSG,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, timeout=60)
+    err = proc.stderr.decode(errors="replace")
+    if proc.returncode != 0 and ("ptrace" in err or "PTRACE" in err):
+        return None
+    assert proc.returncode == EX_OK, err
+    calls = []
+    for line in trace.read_text(errors="replace").splitlines():
+        m = STRACE_LINE.match(line)
+        if m:
+            calls.append((m.group(1), m.group(2), int(m.group(3))))
+    return calls
+
+
+def test_fsync_order_under_strace(box, tmp_path):
+    """maildir.md §3: fsync the file, then rename it into new/, then fsync
+    new/, all before exit 0; a Maildir made for the first message is fsynced
+    into its parent (and tmp/ new/ cur/ into it) before that rename."""
+    if shutil.which("strace") is None:
+        pytest.skip("strace is not installed (scripts/deps test)")
+    root = tmp_path / "fresh"
+    reconfigure(box, mail={"location": str(root) + "/%u/Maildir"})
+    md = root / "bob" / "Maildir"
+    for delivery in ("first", "second"):
+        calls = traced_delivery(box.config_path, tmp_path / ("%s.trace" % delivery))
+        if calls is None:
+            pytest.skip("strace cannot trace here (ptrace not permitted)")
+        renames = [i for i, (name, args, rc) in enumerate(calls)
+                   if name.startswith("rename") and "new/" in args and rc == 0]
+        assert len(renames) == 1, calls
+        r = renames[0]
+        tmp_name = re.search(r'"tmp/([^"]+)"', calls[r][1]).group(1)
+        synced_file = [i for i, (name, args, rc) in enumerate(calls)
+                       if name in ("fsync", "fdatasync") and args.endswith("/tmp/%s>" % tmp_name)
+                       and rc == 0]
+        assert synced_file and synced_file[0] < r, "no fsync of the file before the rename"
+        synced_new = [i for i, (name, args, rc) in enumerate(calls)
+                      if name == "fsync" and args.endswith("%s/new>" % md) and rc == 0]
+        assert synced_new and synced_new[-1] > r, "no fsync of new/ after the rename"
+        made = [(i, name, args) for i, (name, args, rc) in enumerate(calls)
+                if name.startswith("mkdir") and rc == 0]
+        if delivery == "second":
+            assert made == [], made
+            continue
+        # every directory made: its parent fsynced after it, before the rename
+        assert len(made) == 6, made  # fresh, bob, Maildir, tmp, new, cur
+        for i, name, args in made:
+            if name == "mkdir":
+                parent = os.path.dirname(re.match(r'"([^"]+)"', args).group(1))
+            else:
+                parent = re.match(r"\d+<([^>]+)>", args).group(1)
+            assert any(j > i and j < r and n == "fsync" and a.endswith("<%s>" % parent)
+                       and rc == 0 for j, (n, a, rc) in enumerate(calls)), \
+                "%s %s: no fsync of %s before the rename" % (name, args, parent)
+    assert len(files(box, "bob")) == 0  # (the old location)
+    assert len(list((md / "new").iterdir())) == 2
+
+
 # ---- crash safety --------------------------------------------------------------
 
+# 100 SIGKILLs at random points. The message is small enough for a run to
+# take a fraction of a second on a loaded 2-core ASan build, and large enough
+# (many pipe writes) that a kill lands while it is still being read.
 CRASH_RUNS = 100
-CRASH_BUDGET = 45.0         # seconds; the test stops starting runs after this
-CRASH_BODY_LINES = 40_000   # x 76 octets: about 3 MB per message
-CRASH_CHUNK = 128 * 1024
+CRASH_BODY_LINES = 3_000    # x 76 octets: about 230 KB per message
+CRASH_CHUNK = 16 * 1024
 
 
 def crash_message(run_no):
@@ -610,8 +758,6 @@ def test_crash_safety_under_sigkill(box, tmp_path):
     start = time.monotonic()
     runs = 0
     for run_no in range(CRASH_RUNS):
-        if time.monotonic() - start > CRASH_BUDGET:
-            break
         data = crash_message(run_no)
         expected = crash_expected(run_no)
         messages[hashlib.sha256(expected).hexdigest()] = run_no
@@ -676,7 +822,7 @@ def test_crash_safety_under_sigkill(box, tmp_path):
     print("crash-safety: %d runs in %.1fs, %d exited 0, %d killed while reading, %d killed "
           "after end of input (%d of them delivered)"
           % (runs, time.monotonic() - start, ok, early, runs - ok - early, late_kept))
-    assert runs >= 20, "only %d runs fitted in the time budget" % runs
+    assert runs == CRASH_RUNS
     assert ok >= 2 and early >= 2, "the random delays did not cover both cases (seed %d)" % seed
     # Delivered exactly the runs that exited 0, plus perhaps some killed
     # after their input ended (a duplicate on retry, never a loss).

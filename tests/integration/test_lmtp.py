@@ -4,9 +4,11 @@ replies, limits, bad command sequences, pipelining, SMTP smuggling, trace
 headers, loops, quotas, and what POP3 then serves of the stored copies.
 """
 import email.utils
+import fcntl
 import os
 import pwd
 import re
+import shutil
 import signal
 import smtplib
 import socket
@@ -15,7 +17,7 @@ import time
 
 import pytest
 
-from conftest import RUN_AS, RawClient, free_port
+from conftest import RUN_AS, RawClient, free_port, give_to_server
 
 HELO = "client.example"
 
@@ -866,6 +868,37 @@ def test_maildrop_that_cannot_be_created(make_server):
     assert md.is_file()
 
 
+@pytest.mark.skipif(RUN_AS is None, reason="needs pigeond to run as a user other than the test's")
+def test_maildrop_without_permission_is_temporary(make_server):
+    """EACCES is for the administrator to fix (a chown): 451, the MTA retries;
+    a 550 would bounce the mail (lmtp.md checklist 16)."""
+    srv = lmtp_server(make_server, users=("alice",))
+    srv.add_user("dave")
+    home = srv.mailroot / "dave"
+    shutil.rmtree(home)
+    home.mkdir()
+    os.chmod(home, 0o700)  # the test's (root's): pigeond cannot make dave/Maildir
+    m = Lmtp(srv)
+    m.lhlo()
+    assert m.transaction("s@example.net", ["alice@example.org", "dave@example.org"],
+                         b"Subject: x\r\n\r\nx\r\n") == [
+        b"250 2.0.0 <alice@example.org> Saved",
+        b"451 4.3.0 <dave@example.org> Temporary failure, try again later"]
+    assert list(home.iterdir()) == []
+
+
+def test_quoted_local_part_in_the_trace_headers(make_server):
+    """Return-Path keeps the quotes of MAIL FROM:<"john doe"@...>; without them
+    it would not be an address."""
+    srv = lmtp_server(make_server)
+    m = Lmtp(srv)
+    m.lhlo()
+    assert m.transaction('"john doe"@example.net', ["alice@example.org"],
+                         b"Subject: q\r\n\r\nq\r\n") == [b"250 2.0.0 <alice@example.org> Saved"]
+    (path,) = new_files(srv, "alice")
+    assert path.read_bytes().startswith(b'Return-Path: <"john doe"@example.net>\n')
+
+
 def test_return_path_is_replaced(make_server):
     srv = lmtp_server(make_server)
     m = Lmtp(srv)
@@ -1139,3 +1172,33 @@ def test_sigterm_in_data_gets_421_and_stores_nothing(make_server):
     # RFC 5321 §3.8 / lmtp.md checklist 24: 421 before the close
     assert m.buf.startswith(b"421 4.3.2 ") and m.buf.endswith(b"\r\n"), \
         "no 421 before the close: %r" % m.buf
+
+
+def test_sigterm_while_storing_sends_the_real_replies_then_421(make_server):
+    """A SIGTERM while the final store job runs: the message is committed
+    anyway, so the client gets the job's real reply (then 421), never a 421
+    for a message that is stored (the MTA would send it again)."""
+    srv = lmtp_server(make_server, settings={"delivery": {"quota": "10m"}})
+    # With a quota, the store job takes the maildrop's delivery lock; holding
+    # it keeps the job running for as long as the test likes.
+    lock_path = srv.maildir("alice") / "pigeon-deliver.lock"
+    with open(lock_path, "a+") as holder:
+        give_to_server(lock_path)
+        fcntl.lockf(holder, fcntl.LOCK_EX)
+        m = Lmtp(srv)
+        m.lhlo()
+        assert m.one("MAIL FROM:<s@example.net>") == b"250 2.1.0 Sender OK"
+        assert m.one("RCPT TO:<alice@example.org>").startswith(b"250 ")
+        assert m.one("DATA").startswith(b"354 ")
+        m.send(b"Subject: stored during shutdown\r\n\r\ntext\r\n.\r\n")
+        assert m.silent(0.5), "replied before the store job could finish: %r" % m.buf
+        srv.proc.send_signal(signal.SIGTERM)
+        assert m.silent(1.0), "replied while the message was being stored: %r" % m.buf
+        fcntl.lockf(holder, fcntl.LOCK_UN)
+    assert m.line() == b"250 2.0.0 <alice@example.org> Saved"
+    code, texts = m.reply()
+    assert code == 421 and texts[0].startswith(b"4.3.2 "), (code, texts)
+    assert m.is_closed(10)
+    srv.proc.wait(timeout=20)
+    srv.stop()
+    assert len(new_files(srv, "alice")) == 1 and tmp_files(srv, "alice") == []

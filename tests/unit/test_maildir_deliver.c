@@ -8,6 +8,7 @@
 #include <cmocka.h>
 
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <stdbool.h>
@@ -460,6 +461,38 @@ static void test_begin_fails_when_the_path_is_a_file(void **state)
 	maildir_delivery_abort(&d);
 }
 
+/* lmtp.md checklist 16: only a path that can never exist bounces; what an administrator
+ * can fix (permissions, a read-only mount) and a full disk or quota are temporary. */
+static void test_errno_classes(void **state)
+{
+	(void)state;
+	assert_int_equal(deliver_status_from_errno(ENOTDIR), DELIVER_PERM);
+	assert_int_equal(deliver_status_from_errno(ELOOP), DELIVER_PERM);
+	assert_int_equal(deliver_status_from_errno(ENAMETOOLONG), DELIVER_PERM);
+	assert_int_equal(deliver_status_from_errno(EACCES), DELIVER_TEMP);
+	assert_int_equal(deliver_status_from_errno(EPERM), DELIVER_TEMP);
+	assert_int_equal(deliver_status_from_errno(EROFS), DELIVER_TEMP);
+	assert_int_equal(deliver_status_from_errno(EIO), DELIVER_TEMP);
+	assert_int_equal(deliver_status_from_errno(ENOSPC), DELIVER_NOSPACE);
+	assert_int_equal(deliver_status_from_errno(EDQUOT), DELIVER_FULL);
+}
+
+/* A failed begin says why, so the caller can pick the reply (452 4.3.1 for ENOSPC...). */
+static void test_begin_reports_the_errno(void **state)
+{
+	struct fixture *f = *state;
+	char file[128], md[256];
+	snprintf(file, sizeof(file), "%s/plainfile", f->root);
+	int fd = open(file, O_WRONLY | O_CREAT | O_EXCL, 0600);
+	assert_true(fd >= 0);
+	close(fd);
+	snprintf(md, sizeof(md), "%s/sub/Maildir", file);
+	struct maildir_delivery d;
+	assert_int_equal(maildir_delivery_begin(&d, md), DELIVER_PERM);
+	assert_int_equal(d.error, ENOTDIR);
+	maildir_delivery_abort(&d);
+}
+
 static void test_names_are_unique(void **state)
 {
 	struct fixture *f = *state;
@@ -604,6 +637,8 @@ int main(void)
 	    T(test_abort_leaves_nothing),
 	    T(test_begin_creates_the_maildir),
 	    T(test_begin_fails_when_the_path_is_a_file),
+	    T(test_errno_classes),
+	    T(test_begin_reports_the_errno),
 	    T(test_names_are_unique),
 	    T(test_no_fsync_and_deferred_dir_sync_still_deliver),
 	    T(test_maildir_usage),
