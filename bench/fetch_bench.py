@@ -9,7 +9,9 @@ Goal (issue 6): pigeon fetch at least 2x faster than mpop and 4x faster
 than fetchmail. fetchmail cannot write a Maildir itself: it hands each
 message to an MDA, here `pigeon deliver` (a small C program), which is how
 fetchmail delivers into a Maildir in practice. Nothing here is a test: it
-reports, it does not assert.
+reports, it does not assert. A run that exits non-zero or delivers fewer
+than --messages messages is flagged INVALID and left out of the timings; a
+client without a valid run gets no ratio (and the script exits 1).
 """
 import argparse
 import os
@@ -54,8 +56,8 @@ def certificate(workdir):
 
 
 def run(name, cmd, env, timeout):
-    """Wall time and peak RSS (KB, from GNU time: measured in the client
-    itself, not in the forked Python that starts it)."""
+    """Wall time, peak RSS (KB, from GNU time: measured in the client
+    itself, not in the forked Python that starts it) and exit status."""
     log = tempfile.TemporaryFile()
     rss_file = tempfile.NamedTemporaryFile(delete=False)
     rss_file.close()
@@ -69,7 +71,7 @@ def run(name, cmd, env, timeout):
     with open(rss_file.name) as f:
         lines = [l for l in f.read().split() if l.isdigit()]
     os.unlink(rss_file.name)
-    return elapsed, int(lines[-1]) if lines else 0
+    return elapsed, int(lines[-1]) if lines else 0, proc.returncode
 
 
 def count(maildir):
@@ -154,22 +156,44 @@ def main():
                 cmd, extra = clients[name](home)
                 os.sync()
                 env = dict(os.environ, HOME=str(home), **extra)
-                secs, rss = run(name, cmd, env, 3600)
-                times[name].append((secs, rss, count(home / "Maildir")))
+                secs, rss, rc = run(name, cmd, env, 3600)
+                n = count(home / "Maildir")
+                if rc != 0 or n < args.messages:
+                    # A run that failed or stopped early is no timing at all.
+                    print("INVALID run of %s (round %d): exit %s, %d of %d messages delivered"
+                          % (name, rnd, rc, n, args.messages))
+                else:
+                    times[name].append((secs, rss, n))
                 shutil.rmtree(home, ignore_errors=True)
+        invalid = []
         for name, runs in times.items():
             runs.sort()
-            results[name] = runs[len(runs) // 2]  # the median run
-        base = results["pigeon fetch"][0]
+            if len(runs) < args.runs:
+                print("%s: only %d of %d runs were valid" % (name, len(runs), args.runs))
+            if runs:
+                results[name] = runs[len(runs) // 2]  # the median valid run
+            else:
+                invalid.append(name)
+        base = results["pigeon fetch"][0] if "pigeon fetch" in results else None
         print()
-        print("median of %d runs each" % args.runs)
+        print("median of the valid runs (of %d each)" % args.runs)
         print("%-14s %10s %12s %10s %18s" % ("client", "seconds", "messages", "max RSS", "time / pigeon"))
-        for name, (secs, rss, n) in results.items():
-            print("%-14s %10.2f %12d %8.1fMB %17.2fx" % (name, secs, n, rss / 1024, secs / base))
+        for name in clients:
+            if name not in results:
+                print("%-14s %10s" % (name, "INVALID: no run delivered every message"))
+                continue
+            secs, rss, n = results[name]
+            ratio = "%17.2fx" % (secs / base) if base else "%18s" % "-"
+            print("%-14s %10.2f %12d %8.1fMB %s" % (name, secs, n, rss / 1024, ratio))
         print()
-        print("goal: mpop/pigeon >= 2.0 (got %.2f), fetchmail/pigeon >= 4.0 (got %.2f)"
-              % (results["mpop"][0] / base, results["fetchmail"][0] / base))
+        if base and "mpop" in results and "fetchmail" in results:
+            print("goal: mpop/pigeon >= 2.0 (got %.2f), fetchmail/pigeon >= 4.0 (got %.2f)"
+                  % (results["mpop"][0] / base, results["fetchmail"][0] / base))
+        else:
+            print("goal: not judged, %s had no valid run" % ", ".join(invalid))
         dove.stop()
+        if invalid:
+            sys.exit(1)
     finally:
         if args.keep_dir:
             print("work directory:", work)
