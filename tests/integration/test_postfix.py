@@ -233,7 +233,8 @@ def _mta(make_server, tmp_path, users=("bob", "carol"), extra_main=(), extra_mas
         srv.add_user(user, "secret")
     srv.start()
     pf = PostfixInstance(tmp_path / "postfix", lmtp_port, extra_main(srv) if callable(extra_main)
-                         else extra_main, extra_master)
+                         else extra_main, extra_master(srv) if callable(extra_master)
+                         else extra_master)
     try:
         pf.start()
         yield srv, pf
@@ -439,3 +440,44 @@ def test_mailbox_command_delivery(mta_local):
         [b"Return-Path: <%s>" % SENDER.encode()], fields
     assert [f for f in fields if f.lower().startswith(b"delivered-to:")] == \
         [b"Delivered-To: %s" % rcpt.encode()], fields
+
+
+# ---- Postfix pipe(8) running `pigeon deliver` as pigeond's user ----------------
+
+@pytest.fixture
+def mta_pipe(make_server, tmp_path):
+    """Postfix delivering the virtual domain through a pipe(8) transport that
+    runs `pigeon deliver` as pigeond's [server] user, as docs/delivery.md
+    recommends (user=pigeon, recipient limit 1, no D/R flags)."""
+    try:
+        pwd.getpwnam("pigeon")
+    except KeyError:
+        pytest.skip("no UNIX account 'pigeon' for pipe(8) to run as")
+
+    def extra(srv):
+        return ["virtual_transport = pigeon", "pigeon_destination_recipient_limit = 1"]
+
+    def master(srv):
+        return ("pigeon    unix  -       n       n       -       -       pipe\n"
+                "  user=pigeon argv=%s deliver -c %s -f ${sender} -a ${recipient}\n"
+                % (build_dir() / "pigeon", srv.config_path))
+    yield from _mta(make_server, tmp_path, extra_main=extra, extra_master=master)
+
+
+def test_pipe_transport_as_the_pigeon_user(mta_pipe):
+    """Two recipients, one `pigeon deliver` each, running as pigeond's user:
+    each copy carries its own Return-Path and Delivered-To once, and
+    pigeond serves what the delivery agent created."""
+    srv, pf = mta_pipe
+    msg = message("via pipe", "bob@%s, carol@%s" % (DOMAIN, DOMAIN))
+    pf.send(["bob@%s" % DOMAIN, "carol@%s" % DOMAIN], msg)
+    for user in ("bob", "carol"):
+        rcpt = "%s@%s" % (user, DOMAIN)
+        m = pf.wait_log(r"to=<%s>.*relay=pigeon.*status=(\w+)" % re.escape(rcpt))
+        assert m.group(1) == "sent", m.group(0)
+        (stored,) = pop3_messages(srv, user, 1)
+        trace, rest = split_trace(stored, msg)
+        assert rest == msg
+        fields = header_fields(trace)
+        assert fields[:2] == [b"Return-Path: <%s>" % SENDER.encode(),
+                              b"Delivered-To: %s" % rcpt.encode()], fields
