@@ -46,6 +46,64 @@ const char *password_plaintext(const char *stored)
 	return NULL;
 }
 
+/* Is a crypt(3) string a whole hash of its method: the checksum after the last
+ * '$' as long as the method makes it (or 13 characters of DES)? */
+static bool crypt_hash_complete(const char *h)
+{
+	static const struct {
+		const char *prefix;
+		size_t checksum;
+	} methods[] = {
+		{"$y$", 43}, {"$gy$", 43}, {"$7$", 43}, {"$6$", 86}, {"$5$", 43}, {"$1$", 22},
+		{"$2b$", 53}, {"$2a$", 53}, {"$2y$", 53},
+	};
+	if (h[0] != '$')
+		return strlen(h) == 13; /* traditional DES */
+	const char *last = strrchr(h, '$');
+	for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++) {
+		if (strncmp(h, methods[i].prefix, strlen(methods[i].prefix)) != 0)
+			continue;
+		if (h[1] == '2') /* bcrypt: $2b$NN$ then 22 salt + 31 hash characters */
+			return strlen(h) == 7 + methods[i].checksum;
+		return last > h + strlen(methods[i].prefix) - 1 && strlen(last + 1) == methods[i].checksum;
+	}
+	return last != NULL && last[1] != '\0'; /* another method: not empty at least */
+}
+
+const char *password_check_stored(const char *stored)
+{
+	char scheme[32];
+	const char *rest = split_scheme(stored, scheme, sizeof(scheme));
+	if (scheme[0] == '\0')
+		return "malformed {SCHEME} prefix";
+	if (password_plaintext(stored) != NULL)
+		return NULL;
+	if (strcasecmp(scheme, "SCRAM-SHA-256") == 0) {
+		struct scram_record rec;
+		int rc = scram_parse_record(rest, &rec);
+		OPENSSL_cleanse(&rec, sizeof(rec));
+		return rc < 0 ? "malformed {SCRAM-SHA-256} keys" : NULL;
+	}
+	for (size_t i = 0; i < sizeof(crypt_schemes) / sizeof(crypt_schemes[0]); i++) {
+		if (strcasecmp(scheme, crypt_schemes[i]) != 0)
+			continue;
+		switch (crypt_checksalt(rest)) {
+		case CRYPT_SALT_OK:
+		case CRYPT_SALT_METHOD_LEGACY: /* works; pigeon user passwd rehashes */
+			break;
+		case CRYPT_SALT_METHOD_DISABLED:
+			return "crypt method disabled in this libxcrypt";
+		default:
+			return "malformed or unsupported crypt hash";
+		}
+		/* crypt_checksalt judges only the setting: also check that the
+		 * hash is whole (without hashing: a check of 10,000 users must
+		 * not take minutes). */
+		return crypt_hash_complete(rest) ? NULL : "malformed or unsupported crypt hash";
+	}
+	return "unknown password scheme";
+}
+
 static enum password_result check_crypt(const char *hash, const char *password)
 {
 	struct crypt_data *data = xcalloc(1, sizeof(*data));

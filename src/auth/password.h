@@ -17,6 +17,9 @@ enum password_result {
 };
 
 enum password_result password_verify(const char *stored, const char *password);
+/* NULL if the stored form can be checked at all; else why not (unknown
+ * scheme, malformed hash). Never reveals the secret. */
+const char *password_check_stored(const char *stored);
 /* The secret of a "{PLAIN}" entry, or NULL when the secret is hashed (APOP
  * needs the plaintext). Points into stored. */
 const char *password_plaintext(const char *stored);

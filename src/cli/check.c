@@ -2,16 +2,19 @@
 #include "cli/check.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <openssl/crypto.h>
 
 #include "auth/passwd_file.h"
+#include "auth/password.h"
 #include "common/config.h"
 #include "common/xmalloc.h"
 #include "store/location.h"
@@ -50,9 +53,9 @@ static int check_passwd(const char *path, FILE *err, unsigned *users)
 			}
 		}
 		const char *pw = rec.password;
-		if (pw[0] == '\0') {
-			fprintf(err, "pigeon: %s:%u: user %s has an empty password field\n", path,
-				lineno, rec.name);
+		const char *bad = pw[0] == '\0' ? "an empty password field" : password_check_stored(pw);
+		if (bad != NULL) {
+			fprintf(err, "pigeon: %s:%u: user %s: %s\n", path, lineno, rec.name, bad);
 			problems++;
 		}
 		names = xreallocarray(names, n + 1, sizeof(char *));
@@ -102,6 +105,46 @@ static int check_user(const struct config *cfg, FILE *err)
 	return 0;
 }
 
+/* Run as root: can the workers, once they are [server] user, read the
+ * passwd-file? (They read it on every login; root reading it proves nothing.) */
+static int check_passwd_readable(const struct config *cfg, FILE *err)
+{
+	if (geteuid() != 0 || cfg->user[0] == '\0')
+		return 0;
+	struct passwd *pw = getpwnam(cfg->user);
+	if (pw == NULL || pw->pw_uid == 0)
+		return 0; /* check_user says so */
+	gid_t gid = pw->pw_gid;
+	if (cfg->group[0] != '\0') {
+		struct group *gr = getgrnam(cfg->group);
+		if (gr == NULL)
+			return 0;
+		gid = gr->gr_gid;
+	}
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid < 0)
+		return 0;
+	if (pid == 0) {
+		if (setgroups(0, NULL) < 0 || setgid(gid) < 0 || setuid(pw->pw_uid) < 0)
+			_exit(125);
+		int fd = open(cfg->passwd_file, O_RDONLY | O_CLOEXEC);
+		_exit(fd >= 0 ? 0 : errno == EACCES ? 13 : 0); /* missing: check_passwd says */
+	}
+	int status = 0;
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 13) {
+		fprintf(err,
+			"pigeon: passwd-file %s: not readable by [server] user %s, so every login "
+			"would fail (e.g. chgrp %s and chmod 640 it)\n",
+			cfg->passwd_file, cfg->user,
+			cfg->group[0] ? cfg->group : getgrgid(gid) ? getgrgid(gid)->gr_name : "pigeon");
+		return 1;
+	}
+	return 0;
+}
+
 static int check_location(const struct config *cfg, FILE *err)
 {
 	char path[4096];
@@ -130,6 +173,7 @@ int check_config(const char *path, FILE *out, FILE *err)
 	int problems = check_passwd(cfg.passwd_file, err, &users);
 	problems += check_tls(&cfg, err);
 	problems += check_user(&cfg, err);
+	problems += check_passwd_readable(&cfg, err);
 	problems += check_location(&cfg, err);
 	if (problems == 0)
 		fprintf(out, "%s: OK (%u users, %zu POP3 and %zu POP3S listeners, TLS %s)\n", path,

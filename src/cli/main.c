@@ -8,6 +8,8 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <grp.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -106,6 +108,33 @@ static char *passwd_path_from(const char *config_path, const char *file)
 	return path;
 }
 
+/* The group pigeond's workers run as ([server] group, else the primary group
+ * of [server] user): a passwd-file root creates must be readable by them. */
+static bool server_group(const char *config_path, gid_t *gid)
+{
+	struct config cfg;
+	char err[512];
+	config_defaults(&cfg);
+	bool ok = false;
+	if (config_load(&cfg, config_path, err, sizeof(err)) == 0) {
+		if (cfg.group[0] != '\0') {
+			struct group *gr = getgrnam(cfg.group);
+			if (gr != NULL) {
+				*gid = gr->gr_gid;
+				ok = true;
+			}
+		} else {
+			struct passwd *pw = getpwnam(cfg.user);
+			if (pw != NULL) {
+				*gid = pw->pw_gid;
+				ok = true;
+			}
+		}
+	}
+	config_free(&cfg);
+	return ok;
+}
+
 static int cmd_user_list(const char *path)
 {
 	FILE *f = fopen(path, "re");
@@ -198,6 +227,9 @@ static int cmd_user(int argc, char **argv)
 			return EX_DATAERR;
 		}
 		edit.password_field = field;
+	}
+	if (geteuid() == 0 && access(path, F_OK) != 0 && server_group(config_path, &edit.group)) {
+		edit.set_group = true; /* a new file: root:<server group> 0640 */
 	}
 	rc = passwd_edit(path, &edit, err, sizeof(err)) == 0 ? 0 : EX_CANTCREAT;
 	if (rc != 0)

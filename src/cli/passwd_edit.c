@@ -148,6 +148,13 @@ int passwd_edit(const char *path, const struct passwd_edit *e, char *err, size_t
 	if (have_owner && fchown(fd, sb.st_uid, sb.st_gid) < 0) {
 		/* keeping the owner needs root; the mode is kept regardless */
 	}
+	if (!have_owner && e->set_group && fchown(fd, (uid_t)-1, e->group) < 0) {
+		snprintf(err, errlen, "%s: cannot give it the server's group: %s", tmp,
+			 strerror(errno));
+		close(fd);
+		unlink(tmp);
+		goto out;
+	}
 	/* open() applied the umask; the file keeps exactly its old mode. */
 	fchmod(fd, mode);
 	bool ok = write(fd, out.data ? out.data : "", out.len) == (ssize_t)out.len && fsync(fd) == 0;

@@ -10,6 +10,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/types.h>
 
 enum passwd_edit_op { PASSWD_ADD, PASSWD_SET_PASSWORD, PASSWD_DELETE };
 
@@ -18,6 +19,8 @@ struct passwd_edit {
 	const char *user;
 	const char *password_field; /* "{SCHEME}..." for ADD and SET_PASSWORD */
 	const char *uid, *gid, *home; /* ADD only; may be empty */
+	bool set_group; /* a file created now gets this group (mode 0640) */
+	gid_t group;
 };
 
 /* Validate the request alone (names, numbers, paths). 0 or -1 with err. */

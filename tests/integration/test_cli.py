@@ -22,7 +22,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from conftest import RUN_AS, build_dir
+from conftest import RUN_AS, build_dir, give_tree
 
 EX_USAGE = 64
 EX_CONFIG = 78
@@ -154,6 +154,7 @@ def good_settings(tmp_path, passwd_text="alice:{PLAIN}secret::::::\nbob:{PLAIN}p
     tmp_path.mkdir(parents=True, exist_ok=True)
     users = tmp_path / "users"
     users.write_text(passwd_text)
+    give_tree(tmp_path)  # as the workers would have it: readable by [server] user
     return {
         "server": {"pop3_listen": "127.0.0.1:11110", "user": service_user()},
         "auth": {"passwd_file": str(users)},
@@ -865,6 +866,49 @@ def test_check_empty_password_field(tmp_path):
     settings = good_settings(tmp_path, "alice::::::\n")
     conf = write_conf(tmp_path / "pigeon.conf", settings)
     assert_check_fails(conf, "%s:1:" % settings["auth"]["passwd_file"], "alice")
+
+
+@pytest.mark.parametrize("field, why", [
+    ("{FOO}bar", "unknown password scheme"),
+    ("{SCRAM-SHA-256}4096,nonsense,x,y", "malformed {SCRAM-SHA-256} keys"),
+    ("{CRYPT}$y$", "malformed or unsupported crypt hash"),
+    ("{SHA512-CRYPT}not-a-hash", "malformed or unsupported crypt hash"),
+    ("{SHA512-CRYPT}$6$saltsalt$tooshort", "malformed or unsupported crypt hash"),
+])
+def test_check_unusable_password_hash(tmp_path, field, why):
+    settings = good_settings(tmp_path, "alice:{PLAIN}ok::::::\nbob:%s::::::\n" % field)
+    conf = write_conf(tmp_path / "pigeon.conf", settings)
+    r = assert_check_fails(conf, "%s:2: user bob: %s" % (settings["auth"]["passwd_file"], why))
+    assert "ok" not in r.err.replace("alice", "")  # no secret is echoed
+
+
+@pytest.mark.skipif(not RUN_AS, reason="needs root and the pigeon user")
+def test_check_passwd_file_unreadable_by_server_user(tmp_path):
+    settings = good_settings(tmp_path)
+    os.chown(settings["auth"]["passwd_file"], 0, 0)
+    os.chmod(settings["auth"]["passwd_file"], 0o600)
+    conf = write_conf(tmp_path / "pigeon.conf", settings)
+    assert_check_fails(conf, "not readable by [server] user %s" % RUN_AS)
+
+
+@pytest.mark.skipif(not RUN_AS, reason="needs root and the pigeon user")
+def test_user_add_as_root_makes_a_file_the_server_can_read(make_server):
+    """A passwd-file that `pigeon user add` creates as root gets the server's
+    group and mode 0640, so the workers can read it."""
+    srv = make_server(start=False)
+    srv.passwd.unlink()
+    conf = srv.dir / "pigeon.conf"
+    srv.write_config()
+    r = pigeon("user", "add", "-c", conf, "alice", stdin="secret\n")
+    assert r.rc == 0, r.err
+    st = os.stat(srv.passwd)
+    assert st.st_uid == 0 and st.st_gid == pwd.getpwnam(RUN_AS).pw_gid, st
+    assert stat.S_IMODE(st.st_mode) == 0o640
+    srv.maildir("alice")
+    give_tree(srv.mailroot)
+    srv.start()
+    assert can_login(srv, "alice", "secret")
+    assert check(conf).rc == 0
 
 
 def test_check_tls_cert_missing(tmp_path, tls_files):

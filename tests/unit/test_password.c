@@ -152,6 +152,32 @@ static void test_verify_dummy_runs(void **state)
 	password_verify_dummy("pigeon-dummy-password");
 }
 
+/* pigeon check's judgement: every hash we make is usable, damaged ones not. */
+static void test_check_stored_forms(void **state)
+{
+	(void)state;
+	static const char *const prefixes[] = {"$y$", "$2b$", "$6$", "$5$"};
+	for (size_t i = 0; i < sizeof(prefixes) / sizeof(prefixes[0]); i++) {
+		char *h = password_hash("pw", prefixes[i]);
+		assert_non_null(h);
+		if (password_check_stored(h) != NULL)
+			fail_msg("%s judged unusable: %s", h, password_check_stored(h));
+		/* the same hash cut short is not */
+		h[strlen(h) - 3] = '\0';
+		assert_non_null(password_check_stored(h));
+		free(h);
+	}
+	assert_null(password_check_stored("{PLAIN}anything"));
+	assert_null(password_check_stored("{SHA512-CRYPT}$6$rounds=5000$saltstring$"
+					  "svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIFNjnQJu"
+					  "esI68u4OTLiBFdcbYEdFCoEOfaS35inz1"));
+	assert_non_null(password_check_stored("{FOO}x"));
+	assert_non_null(password_check_stored("{PLAIN"));
+	assert_non_null(password_check_stored("{SCRAM-SHA-256}4096,a,b,c"));
+	assert_non_null(password_check_stored("{CRYPT}$y$"));
+	assert_non_null(password_check_stored("$6$salt"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -168,6 +194,7 @@ int main(void)
 		cmocka_unit_test(test_plaintext_only_for_plain_entries),
 		cmocka_unit_test(test_hash_with_unknown_prefix_fails),
 		cmocka_unit_test(test_verify_dummy_runs),
+		cmocka_unit_test(test_check_stored_forms),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
