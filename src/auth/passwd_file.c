@@ -34,6 +34,7 @@ struct passwd_db {
 	ino_t ino;
 	off_t size;
 	struct timespec mtime;
+	unsigned scram_iterations; /* the most common among SCRAM entries, or 0 */
 };
 
 static int parse_id(const char *s, unsigned *out)
@@ -106,6 +107,43 @@ static void free_entries(struct entry *e, size_t n)
 	free(e);
 }
 
+/* The iteration count most SCRAM entries use (stand-in keys for users
+ * without them must look the same). */
+static unsigned common_scram_iterations(const struct entry *e, size_t n)
+{
+	struct {
+		unsigned value;
+		size_t count;
+	} seen[8] = {{0, 0}};
+	for (size_t i = 0; i < n; i++) {
+		if (strncmp(e[i].password, "{SCRAM-SHA-256}", 15) != 0)
+			continue;
+		unsigned long v = strtoul(e[i].password + 15, NULL, 10);
+		if (v == 0 || v > UINT32_MAX)
+			continue;
+		for (size_t k = 0; k < 8; k++) {
+			if (seen[k].count == 0 || seen[k].value == v) {
+				seen[k].value = (unsigned)v;
+				seen[k].count++;
+				break;
+			}
+		}
+	}
+	size_t best = 0;
+	for (size_t k = 1; k < 8; k++)
+		if (seen[k].count > seen[best].count)
+			best = k;
+	return seen[best].count ? seen[best].value : 0;
+}
+
+unsigned passwd_db_scram_iterations(struct passwd_db *db)
+{
+	pthread_mutex_lock(&db->lock);
+	unsigned v = db->scram_iterations;
+	pthread_mutex_unlock(&db->lock);
+	return v;
+}
+
 /* Called with db->lock held. */
 static int reload_if_changed(struct passwd_db *db)
 {
@@ -157,6 +195,7 @@ static int reload_if_changed(struct passwd_db *db)
 		if (strcmp(entries[i].name, entries[i - 1].name) == 0)
 			log_warning("passwd-file %s: user %s appears twice; one entry is used",
 				    db->path, entries[i].name);
+	db->scram_iterations = common_scram_iterations(entries, count);
 	free_entries(db->entries, db->count);
 	db->entries = entries;
 	db->count = count;

@@ -31,6 +31,9 @@ void passwd_db_free(struct passwd_db *db);
  * -1 = the file cannot be read (a temporary failure). */
 int passwd_db_lookup(struct passwd_db *db, const char *user, struct user_record *rec);
 void user_record_clear(struct user_record *rec);
+/* The iteration count most {SCRAM-SHA-256} entries use (as of the last
+ * load), 0 when there are none. */
+unsigned passwd_db_scram_iterations(struct passwd_db *db);
 
 /* Parse one line; used by the loader, `pigeon user` and the tests.
  * Returns 1 for an entry, 0 for a comment/blank line, -1 if malformed (with a

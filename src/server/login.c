@@ -279,12 +279,14 @@ void lookup_job_free(struct lookup_job *job)
 
 /* Keys that cannot match, the same for the same user every time (a salt that
  * changed between attempts would reveal that the user does not exist). */
-static void stand_in_record(const struct server *srv, const char *user, struct scram_record *rec)
+static void stand_in_record(struct server *srv, const char *user, struct scram_record *rec)
 {
 	unsigned char md[EVP_MAX_MD_SIZE];
 	unsigned int len = 0;
 	memset(rec, 0, sizeof(*rec));
-	rec->iterations = SCRAM_DEFAULT_ITERATIONS;
+	/* The count real entries use: a different one would tell who exists. */
+	unsigned common = passwd_db_scram_iterations(srv->users);
+	rec->iterations = common ? common : SCRAM_DEFAULT_ITERATIONS;
 	HMAC(EVP_sha256(), srv->secret, sizeof(srv->secret), (const unsigned char *)user,
 	     strlen(user), md, &len);
 	memcpy(rec->salt, md, 16);

@@ -412,6 +412,36 @@ def test_scram_unknown_user_salt_is_stable(scram_server):
     assert other["s"] != first["s"]
 
 
+def scram_entry(password, iterations, salt=None):
+    """A {SCRAM-SHA-256} passwd-file entry made here (as Dovecot's doveadm
+    would, with its own iteration count)."""
+    salt = salt or os.urandom(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+    stored_key = hashlib.sha256(client_key).digest()
+    server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
+    return "{SCRAM-SHA-256}%d,%s,%s,%s" % (iterations, b64(salt), b64(stored_key),
+                                           b64(server_key))
+
+
+def test_scram_unknown_user_iterations_match_the_real_entries(make_server):
+    """Entries made elsewhere (4096 iterations, Dovecot's default): the keys
+    made up for an unknown user use the same count, or it would tell."""
+    srv = make_server(start=False)
+    for name in ("ann", "ben", "cy"):
+        srv.add_user(name, stored=scram_entry("pw-" + name, 4096))
+    srv.start()
+    c = srv.raw()
+    sc, line = scram_auth(c, "ben", "pw-ben")
+    assert_logged_in(c, line)
+    c.close()
+    c = srv.raw()
+    real = server_first_of(c, "ann")
+    fake = server_first_of(c, "nobody")
+    c.close()
+    assert real["i"] == fake["i"] == "4096", (real, fake)
+
+
 def test_user_pass_for_scram_stored_user(scram_server):
     c = scram_server.raw()
     assert userpass(c, "sam", "pencil2") == AUTH_FAILED
