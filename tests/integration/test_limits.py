@@ -277,6 +277,17 @@ def stalled_client(srv, rcvbuf=4096):
     return c
 
 
+def stall_size():
+    """Megabytes a stalled RETR must have so that it cannot all sit in the
+    server's socket send buffer (autotuned up to tcp_wmem's maximum)."""
+    try:
+        with open("/proc/sys/net/ipv4/tcp_wmem") as f:
+            wmem_max = int(f.read().split()[2])
+    except (OSError, ValueError, IndexError):
+        wmem_max = 4 << 20
+    return max(8, 2 * wmem_max // (1 << 20) + 2)
+
+
 def big_body(megabytes):
     line = b"0123456789" * 7 + b"\n"  # 71 octets, nothing to stuff
     return b"Subject: big\n\n" + line * (megabytes * 1024 * 1024 // len(line))
@@ -290,7 +301,7 @@ def test_send_timeout_commits_nothing(make_server):
     srv = make_server(start=False, settings={"pop3": {"send_timeout": "1s"}})
     srv.add_user(USER, "secret")
     srv.deliver(USER, MSG)
-    srv.deliver(USER, big_body(8))
+    srv.deliver(USER, big_body(stall_size()))
     srv.deliver(USER, b"Subject: third\n\nthree\n")
     srv.start()
     before = srv.messages(USER)
