@@ -17,6 +17,9 @@
 #include <string.h>
 #include <strings.h>
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
 #include "auth/sasl.h"
 #include "common/bounds.h"
 #include "common/buf.h"
@@ -27,6 +30,8 @@
 enum setting_type {
 	SET_STRING,
 	SET_PATH, /* a string that is empty or an absolute path */
+	SET_CIPHERS, /* an OpenSSL cipher list (min 0) or TLS 1.3 suites (min 1) */
+	SET_LOCATION, /* a maildrop path template (store/location.h) */
 	SET_BOOL,
 	SET_UINT,
 	SET_DURATION_MS,
@@ -75,8 +80,8 @@ static const struct setting settings[] = {
 	{"tls", "cert", SET_PATH, OFF(tls_cert), 0, 0},
 	{"tls", "key", SET_PATH, OFF(tls_key), 0, 0},
 	{"tls", "min_version", SET_TLS_VERSION, OFF(tls_min_version), 0, 0},
-	{"tls", "ciphers", SET_STRING, OFF(tls_ciphers), 0, 0},
-	{"tls", "ciphersuites", SET_STRING, OFF(tls_ciphersuites), 0, 0},
+	{"tls", "ciphers", SET_CIPHERS, OFF(tls_ciphers), 0, 0},
+	{"tls", "ciphersuites", SET_CIPHERS, OFF(tls_ciphersuites), 1, 0},
 	{"tls", "stls", SET_BOOL, OFF(stls), 0, 0},
 	{"tls", "handshake_timeout", SET_DURATION_MS, OFF(tls_handshake_timeout_ms), 1000, 600000},
 	{"pop3", "greeting", SET_STRING, OFF(greeting), 0, 0},
@@ -113,7 +118,7 @@ static const struct setting settings[] = {
 	{"delivery", "quota_tempfail", SET_BOOL, OFF(quota_tempfail), 0, 0},
 	{"delivery", "delivered_to", SET_BOOL, OFF(delivered_to), 0, 0},
 	{"delivery", "recipient_delimiter", SET_STRING, OFF(recipient_delimiter), 0, 0},
-	{"mail", "location", SET_STRING, OFF(mail_location), 0, 0},
+	{"mail", "location", SET_LOCATION, OFF(mail_location), 0, 0},
 	{"mail", "mark_seen", SET_BOOL, OFF(mark_seen), 0, 0},
 	{"log", "level", SET_LOG_LEVEL, OFF(log_level), 0, 0},
 };
@@ -178,7 +183,8 @@ void config_defaults(struct config *cfg)
 void config_free(struct config *cfg)
 {
 	for (size_t i = 0; i < sizeof(settings) / sizeof(settings[0]); i++)
-		if (settings[i].type == SET_STRING || settings[i].type == SET_PATH)
+		if (settings[i].type == SET_STRING || settings[i].type == SET_PATH ||
+		    settings[i].type == SET_CIPHERS || settings[i].type == SET_LOCATION)
 			free(*(char **)((char *)cfg + settings[i].offset));
 	free(cfg->pop3_listen);
 	free(cfg->pop3s_listen);
@@ -240,6 +246,33 @@ static int parse_prefix_cb(const char *s, unsigned unused, void *out)
 static int set_error(struct parse_state *st, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
+/* Why a [mail] location template can never give a maildrop path, or NULL. */
+static const char *location_problem(const char *t)
+{
+	if (t[0] != '\0' && t[0] != '/' && strncmp(t, "%h", 2) != 0)
+		return "must be an absolute path template (start with / or %h)";
+	for (; *t != '\0'; t++) {
+		if (*t != '%')
+			continue;
+		t++;
+		if (*t == '\0' || strchr("undh%", *t) == NULL)
+			return "unknown variable (known: %u %n %d %h %%)";
+	}
+	return NULL;
+}
+
+static bool cipher_list_ok(const char *list, bool tls13_suites)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_method());
+	if (ctx == NULL)
+		return true; /* cannot tell here; the TLS setup will */
+	bool ok = tls13_suites ? SSL_CTX_set_ciphersuites(ctx, list) == 1
+			       : SSL_CTX_set_cipher_list(ctx, list) == 1;
+	SSL_CTX_free(ctx);
+	ERR_clear_error();
+	return ok;
+}
+
 /* Describe the problem for the INI reader; returns -1 to stop it. */
 static int set_error(struct parse_state *st, const char *fmt, ...)
 {
@@ -276,6 +309,25 @@ static int apply(struct parse_state *st, const struct setting *set, const char *
 	void *field = (char *)st->cfg + set->offset;
 	uint64_t v;
 	switch (set->type) {
+	case SET_CIPHERS:
+		/* Checked here, where the line is known, not first when the
+		 * TLS context is made. */
+		if (value[0] != '\0' && !cipher_list_ok(value, set->min == 1))
+			return set_error(st, "%s: OpenSSL knows no usable cipher in '%.128s'",
+					 set->name, value);
+		free(*(char **)field);
+		*(char **)field = xstrdup(value);
+		return 0;
+	case SET_LOCATION: {
+		/* A template no user could expand is found now, not as a
+		 * [SYS/PERM] at every login. */
+		const char *why = location_problem(value);
+		if (why != NULL)
+			return set_error(st, "%s '%.128s': %s", set->name, value, why);
+		free(*(char **)field);
+		*(char **)field = xstrdup(value);
+		return 0;
+	}
 	case SET_PATH:
 		/* pigeond works from / once it runs in the background, and
 		 * reloads from there: a relative path would change meaning. */
@@ -539,11 +591,6 @@ int config_validate(const struct config *cfg, char *err, size_t errlen)
 				 name);
 			return -1;
 		}
-	}
-	const char *loc = cfg->mail_location;
-	if (loc[0] != '\0' && loc[0] != '/' && loc[0] != '%') {
-		snprintf(err, errlen, "%s: [mail] location must be an absolute path template", name);
-		return -1;
 	}
 	return 0;
 }

@@ -48,8 +48,9 @@ static void stop_cb(evutil_socket_t sig, short what, void *arg)
 {
 	struct server *srv = arg;
 	(void)what;
-	log_info("worker: signal %d, %u sessions dropped (nothing committed)", (int)sig,
-		 srv->n_sessions);
+	log_info("worker: signal %d, closing %u connections (POP3 sessions commit nothing; "
+		 "deliveries under way finish first)",
+		 (int)sig, srv->n_sessions);
 	srv->stopping = true;
 	close_listeners(srv);
 	conn_close_all(srv);

@@ -201,8 +201,11 @@ int tls_channel_binding(SSL *ssl, bool server, const char *type, unsigned char *
 			size_t outlen)
 {
 	if (strcmp(type, "tls-exporter") == 0) {
-		/* RFC 9266 §2: defined for TLS 1.3 (and 1.2 only with EMS). */
-		if (SSL_version(ssl) < TLS1_3_VERSION && !SSL_get_extms_support(ssl))
+		/* RFC 9266: for TLS 1.3. With TLS 1.2 it would need extended
+		 * master secret and a zero-length context, which RFC 5705 tells
+		 * apart from no context, and implementations disagree on; below
+		 * 1.3 both sides use tls-server-end-point instead. */
+		if (SSL_version(ssl) < TLS1_3_VERSION)
 			return -1;
 		static const char label[] = "EXPORTER-Channel-Binding";
 		if (outlen < 32 ||

@@ -947,12 +947,14 @@ def test_check_tls_cert_not_pem(tmp_path, tls_files):
     assert_check_fails(conf, str(conf), str(bogus))
 
 
-@pytest.mark.parametrize("location", ["%u/Maildir", "mail/%u/Maildir", "Maildir"])
-def test_check_relative_mail_location(tmp_path, location):
+@pytest.mark.parametrize("location", ["%u/Maildir", "mail/%u/Maildir", "Maildir",
+                                      "/var/mail/%x/Maildir", "/var/mail/%"])
+def test_check_bad_mail_location(tmp_path, location):
     settings = good_settings(tmp_path)
     settings["mail"]["location"] = location
     conf = write_conf(tmp_path / "pigeon.conf", settings)
-    assert_check_fails(conf, str(conf), "location")
+    lineno = conf.read_text().splitlines().index("location = " + location) + 1
+    assert_check_fails(conf, "%s:%d:" % (conf, lineno), "location")
 
 
 def test_check_server_user_missing(tmp_path):
@@ -973,10 +975,10 @@ def test_check_reports_every_problem(tmp_path):
     """Problems in different files are all named in one run."""
     settings = good_settings(tmp_path, "alice:{PLAIN}a:::::\nalice:{PLAIN}b:::::\n")
     settings["server"]["user"] = "no-such-user-h7"
-    settings["mail"]["location"] = "%u/Maildir"
+    settings["tls"] = {"cert": str(tmp_path / "no-cert.pem"), "key": str(tmp_path / "no-key.pem")}
     conf = write_conf(tmp_path / "pigeon.conf", settings)
     assert_check_fails(conf, "%s:2:" % settings["auth"]["passwd_file"], "no-such-user-h7",
-                       "location")
+                       "no-cert.pem")
 
 
 # ---- usage -------------------------------------------------------------------------------

@@ -253,9 +253,6 @@ def test_location_with_user_name_that_is_a_path(make_server):
 # ---- a template that can never be expanded --------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="config.c checks only that [mail] location starts "
-                   "with / or %; an unknown escape is found at each login instead of at "
-                   "startup (src/common/config.c config_validate)")
 def test_location_with_unknown_escape_refused_at_startup(make_server):
     """A template no user can ever expand (%x is no escape) is a configuration
     error: exit 78 naming the file and line, like every other one, rather

@@ -297,6 +297,19 @@ static void test_listen_without_port_gets_the_standard_port(void **state)
 	config_free(&cfg);
 }
 
+/* Cipher lists are checked where their line is known. */
+static void test_bad_cipher_lists_name_their_line(void **state)
+{
+	expect_error("[tls]\nciphers = NO-SUCH-CIPHER\n", 2, "ciphers", "NO-SUCH-CIPHER");
+	expect_error("[tls]\n\nciphersuites = TLS_NOPE\n", 3, "ciphersuites", "TLS_NOPE");
+	struct config cfg;
+	char err[256];
+	assert_int_equal(load(&cfg, "[tls]\nciphers = ECDHE+AESGCM\n"
+				    "ciphersuites = TLS_AES_128_GCM_SHA256\n", err, sizeof(err)), 0);
+	assert_string_equal(cfg.tls_ciphers, "ECDHE+AESGCM");
+	config_free(&cfg);
+}
+
 /* pigeond runs from / in the background and reloads from there. */
 static void test_relative_paths_refused(void **state)
 {
@@ -567,6 +580,7 @@ int main(void)
 		cmocka_unit_test(test_bad_listen_address),
 		cmocka_unit_test(test_listen_without_port_gets_the_standard_port),
 		cmocka_unit_test(test_relative_paths_refused),
+		cmocka_unit_test(test_bad_cipher_lists_name_their_line),
 		cmocka_unit_test(test_empty_listen_list_refused),
 		cmocka_unit_test(test_bad_network_prefix),
 		cmocka_unit_test(test_too_many_list_entries),
