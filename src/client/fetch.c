@@ -794,7 +794,7 @@ enum fetch_status fetch_account(const struct account *a, const struct fetch_opti
 	memset(r, 0, sizeof(*r));
 	struct timespec t0;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	char why[768] = "";
+	char why[1536] = "";
 	char *secret = NULL;
 	struct uidstore store;
 	bool busy = false;

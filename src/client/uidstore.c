@@ -308,8 +308,11 @@ int uidstore_claim(struct uidstore *s, const char *host, unsigned port, const ch
 		 "the UIDL store %s belongs to user %s on %s port %u, not to this account (user %s on "
 		 "%s port %u): its UIDLs would count as already fetched here (and delete mode would "
 		 "delete mail never downloaded). Set uidl_store to another file for this account, or "
-		 "remove %s and %s.journal if the old account's record is no longer needed",
-		 s->path, s->user, s->host, s->port, user, host, port, s->path, s->path);
+		 "remove %s and %s.journal if the old account's record is no longer needed; if it is "
+		 "the same maildrop reached another way (another port or host name), change the "
+		 "store's 'account' line to 'account %u %s %s' instead",
+		 s->path, s->user, s->host, s->port, user, host, port, s->path, s->path, port, host,
+		 user);
 	return -1;
 }
 
