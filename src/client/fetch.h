@@ -33,7 +33,7 @@ struct fetch_result {
 	unsigned failed;          /* not delivered (destination refused) */
 	unsigned sessions;
 	double seconds;
-	char message[768];        /* why it failed, or a note */
+	char message[1536];       /* why it failed, or a note */
 };
 
 /* Set by the first SIGINT: request no more messages; receive what was
