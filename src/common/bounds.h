@@ -83,6 +83,10 @@
 #define DEFAULT_MAX_MESSAGE_SIZE (50ULL * 1024 * 1024)
 /* RFC 5321 §4.5.3.2.7: a server waits at least 5 minutes for a command. */
 #define DEFAULT_LMTP_TIMEOUT 300
+/* How long a delivery waits for the maildrop's delivery lock (quota check +
+ * publish). Holders only rescan new/ + cur/, rename and fsync new/: 5 s is
+ * ample, and stays under the 10 s pigeond's master grants a stopping worker. */
+#define DELIVER_LOCK_WAIT_MS 5000
 
 /* Configuration files: longest line and longest value. */
 #define CONFIG_MAX_LINE 1024

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "auth/passwd_file.h"
+#include "common/bounds.h"
 #include "common/log.h"
 #include "common/strutil.h"
 #include "common/xmalloc.h"

@@ -44,9 +44,6 @@ int deliver_over_quota(const struct deliver_target *t, uint64_t incoming);
  * POP3 session. Taken only when the target has a quota (no check, no race).
  */
 #define DELIVER_LOCK_FILE "pigeon-deliver.lock"
-/* Lock holders only rescan new/ + cur/, rename and fsync new/: 5 s is ample,
- * and stays under the 10 s pigeond's master grants a stopping worker. */
-#define DELIVER_LOCK_WAIT_MS 5000
 
 /*
  * Finish d (begun for t) and store it: fsync the file, then under the
