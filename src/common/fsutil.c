@@ -20,8 +20,14 @@ int mkdir_p(const char *path)
 			continue;
 		char saved = *p;
 		*p = '\0';
-		if (mkdir(copy, 0700) < 0 && errno != EEXIST)
+		if (mkdir(copy, 0700) == 0) {
+			/* A directory just made must survive a power loss with
+			 * what is put into it (the first message delivered). */
+			if (fsync_parent(copy) < 0)
+				rc = -1;
+		} else if (errno != EEXIST) {
 			rc = -1;
+		}
 		*p = saved;
 		if (saved == '\0')
 			break;

@@ -40,31 +40,6 @@ static enum deliver_status fail_errno(struct maildir_delivery *d, int err)
 	return deliver_status_from_errno(err);
 }
 
-/* mkdir -p, fsyncing the parent of every directory it creates: the first
- * message delivered must not vanish with its Maildir after a power loss. */
-static int make_dirs(const char *path)
-{
-	char *copy = xstrdup(path);
-	int rc = 0;
-	for (char *p = copy + 1; rc == 0; p++) {
-		if (*p != '/' && *p != '\0')
-			continue;
-		char saved = *p;
-		*p = '\0';
-		if (mkdir(copy, 0700) == 0) {
-			if (fsync_parent(copy) < 0)
-				rc = -1;
-		} else if (errno != EEXIST) {
-			rc = -1;
-		}
-		*p = saved;
-		if (saved == '\0')
-			break;
-	}
-	free(copy);
-	return rc;
-}
-
 /* The host part of a unique name: '/' and ':' escaped as DJB asks.
  * Looked up once per process (the host name does not change under us). */
 static pthread_once_t host_once = PTHREAD_ONCE_INIT;
@@ -106,7 +81,7 @@ enum deliver_status maildir_delivery_begin(struct maildir_delivery *d, const cha
 	transform_init(&d->size, TRANSFORM_ALL_LINES, false, false);
 	d->dir_fd = open(maildir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (d->dir_fd < 0 && errno == ENOENT) {
-		if (make_dirs(maildir) < 0) {
+		if (mkdir_p(maildir) < 0) {
 			int err = errno;
 			log_error("maildir %s: cannot create: %s", maildir, strerror(err));
 			return fail_errno(d, err);

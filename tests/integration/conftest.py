@@ -57,6 +57,16 @@ def give_tree(root):
             give_to_server(os.path.join(dirpath, name))
 
 
+def wait_until(pred, timeout=5, step=0.05):
+    """Poll pred until it holds or timeout seconds pass; its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(step)
+    return pred()
+
+
 def free_port(host="127.0.0.1"):
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as s:

@@ -27,7 +27,7 @@ from collections import namedtuple
 
 import pytest
 
-from conftest import build_dir, free_port, give_tree
+from conftest import build_dir, free_port, give_tree, wait_until
 
 TIMEOUT = 10
 SANITIZER_MARKERS = ("AddressSanitizer", "LeakSanitizer", "runtime error:")
@@ -185,14 +185,6 @@ def pop_server(make_server, scram_entry, settings=None, users=("alice",), start=
         srv.start()
     return srv
 
-
-def wait_until(pred, timeout=5, step=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(step)
-    return pred()
 
 
 def wait_log(srv, text, timeout=5, count=1):

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import RawClient, build_dir, free_port
+from conftest import RawClient, build_dir, free_port, wait_until
 
 # pigeond's answer to NOOP (RFC 1957: "+OK" is followed by a space and text).
 NOOP_OK = b"+OK Still here"
@@ -22,14 +22,6 @@ EX_CONFIG = 78
 
 # ---- helpers ---------------------------------------------------------------------
 
-
-def wait_until(pred, timeout, step=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(step)
-    return pred()
 
 
 def sessions_settled(srv):

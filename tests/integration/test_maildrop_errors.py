@@ -24,7 +24,7 @@ import time
 
 import pytest
 
-from conftest import RUN_AS, build_dir
+from conftest import RUN_AS, build_dir, wait_until
 
 USER = "alice"
 MSG = b"Subject: hello\n\nworld\n"
@@ -32,14 +32,6 @@ SYS_PERM = b"-ERR [SYS/PERM] "
 AUTH_FAILED = b"-ERR [AUTH] "
 NOT_IN_STATE = b"-ERR Command not valid in this state"
 
-
-def wait_until(pred, timeout, step=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(step)
-    return pred()
 
 
 def log_lines(srv, *words):

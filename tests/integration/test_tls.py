@@ -29,7 +29,8 @@ from collections import namedtuple
 
 import pytest
 
-from conftest import RUN_AS, RawClient, build_dir, free_port, give_to_server, give_tree
+from conftest import (RUN_AS, RawClient, build_dir, free_port, give_to_server, give_tree,
+                      wait_until)
 
 TIMEOUT = 10
 GREETING = b"+OK Pigeon POP3 server ready"
@@ -166,14 +167,6 @@ def tls_server(make_server, cert, settings=None, pop3s=True, sni=None, start=Tru
         srv.start()
     return srv
 
-
-def wait_until(pred, timeout, step=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(step)
-    return pred()
 
 
 def wait_log(srv, text, timeout=5, count=1):
