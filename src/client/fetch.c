@@ -174,7 +174,29 @@ static int listing_line(void *arg, const char *data, size_t len, bool eol)
 				 num);
 			return 0;
 		}
-		/* RFC 1939 §7: a unique-id is at most 70 characters. */
+		/* Trailing blanks are padding, not part of the id. */
+		size_t ulen = strlen(end);
+		while (ulen > 0 && (end[ulen - 1] == ' ' || end[ulen - 1] == '\t'))
+			end[--ulen] = '\0';
+		if (ulen == 0) {
+			l->bad = true;
+			snprintf(l->why, sizeof(l->why), "message %lu listed without an id by UIDL", num);
+			return 0;
+		}
+		/* RFC 1939 §7: 1 to 70 characters in 0x21-0x7E. An id outside
+		 * that could not be stored or compared reliably. */
+		for (size_t k = 0; k < ulen; k++) {
+			unsigned char ch = (unsigned char)end[k];
+			if (ch < 0x21 || ch > 0x7e) {
+				l->bad = true;
+				printable(end, 40, shown, sizeof(shown));
+				snprintf(l->why, sizeof(l->why),
+					 "message %lu has a UIDL with byte 0x%02X (\"%s\"); RFC 1939 "
+					 "allows only 0x21-0x7E",
+					 num, ch, shown);
+				return 0;
+			}
+		}
 		if (strlen(end) > POP3_UIDL_MAX) {
 			l->bad = true;
 			printable(end, 24, shown, sizeof(shown));

@@ -324,6 +324,9 @@ static void sasl_advance(struct pop3_session *s, const char *in, size_t len, boo
 	}
 	if (st == SASL_FAIL) {
 		reply(s, "-ERR [AUTH] %s", s->sasl.error);
+		s->stats.sasl_failures++;
+		s->stats.last_sasl_mechanism = sasl_mech_name(s->sasl.mech);
+		s->stats.last_sasl_error = s->sasl.error;
 		sasl_finish(s);
 		return;
 	}

@@ -111,6 +111,11 @@ struct pop3_stats {
 	uint64_t bad_commands;
 	uint64_t auth_failures;
 	uint64_t commands;
+	/* SASL exchanges refused before any credential check (malformed, wrong
+	 * channel binding: worth a log line, a possible man in the middle) */
+	uint64_t sasl_failures;
+	const char *last_sasl_mechanism; /* static strings */
+	const char *last_sasl_error;
 };
 
 struct pop3_session;

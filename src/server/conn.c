@@ -103,6 +103,7 @@ struct conn {
 	bool closing;                 /* close once the output is sent */
 	bool busy_timeouts;           /* read timeout suspended */
 	bool watching_ciphertext;     /* closing: waiting for the TLS layer to drain */
+	uint64_t sasl_failures_logged; /* of the core's sasl_failures */
 	const char *end_reason;
 };
 
@@ -720,6 +721,19 @@ static bool tls_on_plain_port(struct conn *c, struct evbuffer *in)
 }
 
 /* Read complete lines and feed them to the core while it is ready. */
+/* A SASL exchange the core refused (never a password check: those are
+ * logged with the login job). */
+static void log_sasl_failure(struct conn *c)
+{
+	const struct pop3_stats *st = pop3_session_stats(c->session);
+	if (st->sasl_failures == c->sasl_failures_logged)
+		return;
+	c->sasl_failures_logged = st->sasl_failures;
+	log_info("SASL refused: ip=%s mechanism=%s tls=%s reason=%s", c->peer,
+		 st->last_sasl_mechanism ? st->last_sasl_mechanism : "-", c->tls ? "yes" : "no",
+		 st->last_sasl_error ? st->last_sasl_error : "-");
+}
+
 static void process(struct conn *c)
 {
 	if (c->closed || c->session == NULL || c->handshaking)
@@ -746,6 +760,7 @@ static void process(struct conn *c)
 			pop3_session_input(c->session, c->line.data, c->line.len);
 			/* A SASL response may hold a password: do not keep it. */
 			OPENSSL_cleanse(c->line.data, c->line.len);
+			log_sasl_failure(c);
 		}
 		flush_session(c);
 	}

@@ -22,7 +22,7 @@ import time
 
 import pytest
 
-from conftest import RawClient, build_dir, free_port
+from conftest import RawClient, build_dir, free_port, wait_until
 
 AUTH_FAILED = b"-ERR [AUTH] Authentication failed"
 THROTTLED = b"-ERR [SYS/TEMP] Too many failed logins, try again later"
@@ -537,6 +537,16 @@ def test_scram_plus_refusals_over_tls(tls_server):
     sc = Scram("sam", "pencil", gs2="p=tls-server-end-point,,")
     assert c.command("AUTH SCRAM-SHA-256 " + b64(sc.client_first())).startswith(b"-ERR")
     assert_not_logged_in(c)
+    # a binding that does not match this connection (a man in the middle
+    # relaying the exchange would present another one) is refused and logged
+    sc = Scram("sam", "pencil", gs2="p=tls-server-end-point,,", cb_data=b"\x00" * 32)
+    line = c.command("AUTH SCRAM-SHA-256-PLUS " + b64(sc.client_first()))
+    line = c.command(b64(sc.client_final(challenge(line))))
+    assert line == b"-ERR [AUTH] SCRAM channel binding does not match", line
+    assert wait_until(lambda: "SASL refused: ip=127.0.0.1 mechanism=SCRAM-SHA-256-PLUS tls=yes "
+                      "reason=SCRAM channel binding does not match" in tls_server.log())
+    assert "SASL refused: ip=127.0.0.1 mechanism=SCRAM-SHA-256-PLUS tls=yes reason=" \
+        "unsupported channel binding type" in tls_server.log()
     # plain SCRAM without binding still works over TLS
     sc, line = scram_auth(c, "sam", "pencil")
     assert_logged_in(c, line)

@@ -1892,6 +1892,22 @@ def test_uidl_longer_than_70_is_a_protocol_error(fake, ws):
     assert ws.delivered() == []
 
 
+@pytest.mark.parametrize("bad, byte", [("uid\x01x", "0x01"), ("uid\xc3\xa9", "0xC3"),
+                                       ("a\x7fb", "0x7F")])
+def test_uidl_with_bytes_outside_rfc_range_is_a_protocol_error(fake, ws, bad, byte):
+    """RFC 1939 §7: 0x21-0x7E only; refused with a clear (escaped) message,
+    nothing fetched. Trailing blanks are padding and fine."""
+    f = fake([("good-1  ", message(1)), (bad, message(2))])
+    ws.write(fake_account(ws, f, keep="yes"))
+    r = ws.run("--json")
+    assert r.rc == EX_TEMP, r
+    err = r.json[0]["error"]
+    assert "message 2 has a UIDL with byte %s" % byte in err and "0x21-0x7E" in err, err
+    assert "\\x" in err, err  # shown escaped
+    assert not [l for l in f.all_lines() if l.startswith(("RETR", "DELE"))]
+    assert ws.delivered() == []
+
+
 def test_overlong_listing_line_fails_cleanly(fake, ws):
     """A listing line beyond the line bound is an error, never parsed from its
     tail (here the tail alone would look like a good line)."""
