@@ -57,6 +57,8 @@ static bool crypt_hash_complete(const char *h)
 		{"$y$", 43}, {"$gy$", 43}, {"$7$", 43}, {"$6$", 86}, {"$5$", 43}, {"$1$", 22},
 		{"$2b$", 53}, {"$2a$", 53}, {"$2y$", 53},
 	};
+	if (h[0] == '_')
+		return strlen(h) == 20; /* BSDi extended DES */
 	if (h[0] != '$')
 		return strlen(h) == 13; /* traditional DES */
 	const char *last = strrchr(h, '$');

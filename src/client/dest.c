@@ -421,9 +421,23 @@ enum dest_result dest_commit(struct dest_msg *m, size_t tag)
 	case DEST_MDA: {
 		close(m->pipe_fd);
 		m->pipe_fd = -1;
-		int status;
-		while (waitpid(m->pid, &status, 0) < 0 && errno == EINTR)
-			;
+		int status = 0;
+		for (unsigned stops = 0;;) {
+			pid_t w = waitpid(m->pid, &status, WUNTRACED);
+			if (w < 0 && errno == EINTR)
+				continue;
+			/* In its own process group (so the terminal's Ctrl-C is ours
+			 * to handle), an MDA that touches the terminal is stopped
+			 * (SIGTTOU/SIGTTIN): let it go on rather than wait forever;
+			 * one that keeps stopping is ended (a temporary failure). */
+			if (w > 0 && WIFSTOPPED(status)) {
+				if (++stops > 10)
+					kill(m->pid, SIGTERM);
+				kill(m->pid, SIGCONT);
+				continue;
+			}
+			break;
+		}
 		if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
 			return DEST_OK;
 		if (WIFEXITED(status) && WEXITSTATUS(status) == 75)

@@ -15,6 +15,7 @@
  * already here, and sends the DELEs again.
  */
 #include "client/fetch.h"
+#include "deliver/maildir_deliver.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -353,8 +354,10 @@ static enum fetch_status make_plan(struct session *s)
 		if (m->plan != PLAN_FETCH)
 			continue;
 		if (a->max_size > 0 && m->size > a->max_size) {
+			/* Headers only for a message the store can remember (or they
+			 * would be fetched again on every run). */
 			m->plan = a->oversize == OVERSIZE_HEADERS && (s->p.has_top || !s->p.capa_ok) &&
-						  s->has_uidl
+						  s->has_uidl && !m->dup_uidl
 					  ? PLAN_HEADERS
 					  : PLAN_SKIP;
 			if (m->plan == PLAN_SKIP) {
@@ -368,6 +371,7 @@ static enum fetch_status make_plan(struct session *s)
 						(unsigned long long)a->max_size,
 						a->oversize != OVERSIZE_HEADERS ? ""
 						: !s->has_uidl ? ": headers only need UIDL, which the server lacks"
+						: m->dup_uidl  ? ": headers only need a unique UIDL"
 							       : ": the server has no TOP for its headers");
 				continue;
 			}
@@ -789,10 +793,18 @@ static void recover(const struct account *a, struct uidstore *store)
 	for (size_t i = 0; i < n; i++)
 		copy[i] = (struct uid_pending){xstrdup(store->pending[i].uidl),
 					       xstrdup(store->pending[i].name)};
+	int synced = 0; /* new/ made durable: 0 not yet, 1 done, -1 failed */
 	for (size_t i = 0; i < n; i++) {
 		const struct uid_pending *p = &copy[i];
 		if (dest_has(&d, p->name)) {
-			uidstore_done(store, p->uidl, UID_DELIVERED, now);
+			/* The rename into new/ may not have reached the disk (the
+			 * run died before, or failed at, its fsync): a DONE now
+			 * lets the next session DELE it, so make it durable first. */
+			if (synced == 0)
+				synced = !a->fsync || maildir_sync_new(a->dest_arg) == 0 ? 1 : -1;
+			if (synced > 0)
+				uidstore_done(store, p->uidl, UID_DELIVERED, now);
+			/* else: stays pending, settled by a later run */
 		} else {
 			if (a->dest == DEST_MAILDIR && strchr(p->name, '/') == NULL) {
 				char *tmp = xasprintf("%s/tmp/%s", a->dest_arg, p->name);
@@ -843,7 +855,8 @@ enum fetch_status fetch_account(const struct account *a, const struct fetch_opti
 		secret_free(secret);
 		return r->status = FETCH_PERM;
 	}
-	recover(a, &store);
+	if (!o->probe) /* a probe does not touch a store it has not claimed */
+		recover(a, &store);
 	bool retried_token = false;
 	/* Gmail lists about 250 messages per session: go on while sessions bring
 	 * new mail, up to max_sessions. */

@@ -95,7 +95,10 @@ int client_connect(struct client_conn *c, const char *host, unsigned port,
 void client_close(struct client_conn *c)
 {
 	if (c->ssl != NULL) {
-		SSL_shutdown(c->ssl);
+		/* Not after a failed read or write: OpenSSL forbids it after a
+		 * fatal error, and a timed-out peer would only make us wait. */
+		if (!c->tls_broken)
+			SSL_shutdown(c->ssl);
 		SSL_free(c->ssl);
 		c->ssl = NULL;
 	}
@@ -219,15 +222,17 @@ int client_start_tls(struct client_conn *c, const struct client_tls_config *tls)
 	}
 	int rc;
 	for (;;) {
+		ERR_clear_error(); /* SSL_get_error needs an empty queue */
 		errno = 0;
 		rc = SSL_connect(c->ssl);
 		int saved = errno;
 		if (rc == 1 || saved != EINTR || aborted(c))
 			break;
 		int e = SSL_get_error(c->ssl, rc);
-		if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE && e != SSL_ERROR_SYSCALL)
+		/* Interrupted by a signal: the socket BIO reports a retry. (A
+		 * SYSCALL error is fatal for the connection: no retry.) */
+		if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE)
 			break;
-		ERR_clear_error(); /* interrupted by a signal: go on */
 	}
 	if (rc != 1) {
 		char why[256];
@@ -285,6 +290,7 @@ static int fill(struct client_conn *c)
 			return fail(c, "interrupted while reading from %s", c->host);
 		ssize_t n;
 		if (c->ssl != NULL) {
+			ERR_clear_error(); /* SSL_get_error needs an empty queue */
 			errno = 0;
 			int r = SSL_read(c->ssl, c->rbuf, sizeof(c->rbuf));
 			int saved = errno;
@@ -293,14 +299,17 @@ static int fill(struct client_conn *c)
 			} else {
 				int e = SSL_get_error(c->ssl, r);
 				ERR_clear_error();
+				if (!(saved == EINTR &&
+				      (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)))
+					c->tls_broken = true; /* no close_notify after this */
 				if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && saved == 0)) {
 					c->eof = true;
 					return fail(c, "connection closed by %s", c->host);
 				}
 				/* A blocking socket's EINTR and SO_RCVTIMEO's EAGAIN both
-				 * come back as "want read" (or as a syscall error). */
-				if (saved == EINTR && (e == SSL_ERROR_WANT_READ ||
-						       e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_SYSCALL))
+				 * come back as "want read"; only EINTR is retried. */
+				if (saved == EINTR &&
+				    (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE))
 					continue;
 				if (saved == EAGAIN || saved == EWOULDBLOCK)
 					return fail(c, "%s did not answer in time", c->host);
@@ -367,15 +376,17 @@ int client_write(struct client_conn *c, const void *data, size_t len)
 			return fail(c, "interrupted while writing to %s", c->host);
 		ssize_t n;
 		if (c->ssl != NULL) {
+			ERR_clear_error(); /* SSL_get_error needs an empty queue */
 			errno = 0;
 			int r = SSL_write(c->ssl, p, (int)len);
 			int saved = errno;
 			if (r <= 0) {
 				int e = SSL_get_error(c->ssl, r);
 				ERR_clear_error();
-				if (saved == EINTR && (e == SSL_ERROR_WANT_READ ||
-						       e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_SYSCALL))
+				if (saved == EINTR &&
+				    (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE))
 					continue; /* SSL_write is retried with the same arguments */
+				c->tls_broken = true; /* no close_notify after this */
 				if (saved == EAGAIN || saved == EWOULDBLOCK)
 					return fail(c, "%s did not accept data in time", c->host);
 				if (saved != 0)

@@ -30,6 +30,7 @@ struct client_conn {
 	char rbuf[65536];
 	size_t rpos, rlen;
 	bool eof;
+	bool tls_broken; /* a TLS read or write failed: no close_notify */
 	/* When non-NULL and set, a read or write that a signal interrupted (or
 	 * that is about to start) gives up instead of going on: the user asked
 	 * to stop now. Otherwise EINTR is retried. */

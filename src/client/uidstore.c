@@ -1,6 +1,7 @@
 /* uidstore.c - the per-account UIDL store and its journal. */
 #include "client/uidstore.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -125,8 +126,12 @@ static int unescape(char *s)
 			*o++ = *p;
 			continue;
 		}
-		unsigned v;
-		if (sscanf(p + 1, "%2X", &v) != 1 || v == 0)
+		/* exactly two hex digits ("%4" alone would step past the end) */
+		if (!isxdigit((unsigned char)p[1]) || !isxdigit((unsigned char)p[2]))
+			return -1;
+		char hex[3] = {p[1], p[2], '\0'};
+		unsigned long v = strtoul(hex, NULL, 16);
+		if (v == 0)
 			return -1;
 		*o++ = (char)v;
 		p += 2;
@@ -304,15 +309,23 @@ int uidstore_claim(struct uidstore *s, const char *host, unsigned port, const ch
 	}
 	if (strcasecmp(s->host, host) == 0 && s->port == port && strcmp(s->user, user) == 0)
 		return 0;
+	/* the line to put in the store, escaped as the store writes it */
+	struct buf line = BUF_INIT;
+	buf_printf(&line, "account %u ", port);
+	escape(&line, host);
+	buf_append_byte(&line, ' ');
+	escape(&line, user);
+	buf_append_byte(&line, '\0');
 	snprintf(err, errlen,
 		 "the UIDL store %s belongs to user %s on %s port %u, not to this account (user %s on "
 		 "%s port %u): its UIDLs would count as already fetched here (and delete mode would "
 		 "delete mail never downloaded). Set uidl_store to another file for this account, or "
 		 "remove %s and %s.journal if the old account's record is no longer needed; if it is "
 		 "the same maildrop reached another way (another port or host name), change the "
-		 "store's 'account' line to 'account %u %s %s' instead",
-		 s->path, s->user, s->host, s->port, user, host, port, s->path, s->path, port, host,
-		 user);
+		 "store's 'account' line to '%s' instead",
+		 s->path, s->user, s->host, s->port, user, host, port, s->path, s->path,
+		 line.data);
+	buf_free(&line);
 	return -1;
 }
 

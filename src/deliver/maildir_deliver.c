@@ -324,7 +324,10 @@ static bool name_stored_size(const char *name, uint64_t *out)
 int maildir_usage(const char *maildir, uint64_t *bytes)
 {
 	*bytes = 0;
-	static const char *const subdirs[] = {"new", "cur"};
+	/* cur/ first: POP3 sessions move messages new/ -> cur/ without this
+	 * lock, and a message moved during the scan is then counted at most
+	 * once (never twice, which could bounce mail for a quota not reached). */
+	static const char *const subdirs[] = {"cur", "new"};
 	for (unsigned i = 0; i < 2; i++) {
 		char path[4096];
 		snprintf(path, sizeof(path), "%s/%s", maildir, subdirs[i]);

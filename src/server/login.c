@@ -300,17 +300,25 @@ void lookup_job_run(struct lookup_job *job)
 	struct user_record rec = {0};
 	struct shared_key user_key;
 	shared_key_user(job->user, &user_key);
-	/* A throttled client must not learn from the server's final SCRAM
-	 * message that its guess was right: it gets keys that cannot match
-	 * (and the login job then refuses it as throttled). */
-	if (throttled(job->srv, &job->addr_key, &user_key, time(NULL)) != NULL) {
-		stand_in_record(job->srv, job->user, &job->record);
-	} else if (passwd_db_lookup(job->srv->users, job->user, &rec) == 1 &&
+	if (passwd_db_lookup(job->srv->users, job->user, &rec) == 1 &&
 	    strncmp(rec.password, "{SCRAM-SHA-256}", 15) == 0 &&
 	    scram_parse_record(rec.password + 15, &job->record) == 0) {
 		job->real = true;
 	} else {
 		stand_in_record(job->srv, job->user, &job->record);
+	}
+	/* A throttled client must not learn from the server's final SCRAM
+	 * message that its guess was right: it gets keys that cannot match
+	 * (and the login job then refuses it as throttled). The salt and
+	 * iteration count stay what they always are for this name, so being
+	 * throttled does not tell who exists either. */
+	if (job->real && throttled(job->srv, &job->addr_key, &user_key, time(NULL)) != NULL) {
+		struct scram_record fake;
+		stand_in_record(job->srv, job->user, &fake);
+		memcpy(job->record.stored_key, fake.stored_key, SCRAM_KEY_LEN);
+		memcpy(job->record.server_key, fake.server_key, SCRAM_KEY_LEN);
+		OPENSSL_cleanse(&fake, sizeof(fake));
+		job->real = false;
 	}
 	user_record_clear(&rec);
 }

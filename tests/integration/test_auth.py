@@ -775,8 +775,12 @@ def test_scram_does_not_confirm_a_guess_when_throttled(make_server):
     assert_logged_in(c, line)
     c.close()
     c = srv.raw()
+    before = server_first_of(c, "sam")
     for _ in range(3):
         assert userpass(c, "sam", "wrong") == AUTH_FAILED
+    # the same salt and count while throttled: no hint of who exists
+    after = server_first_of(c, "sam")
+    assert (after["s"], after["i"]) == (before["s"], before["i"])
     sc = Scram("sam", "pencil")
     line = c.command("AUTH SCRAM-SHA-256 " + b64(sc.client_first()))
     assert line.startswith(b"+ "), line

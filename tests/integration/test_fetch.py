@@ -1856,6 +1856,24 @@ def test_duplicate_uidls_delete_mode_fetches_both_even_if_known(fake, ws):
     assert f.remaining() == []
 
 
+def test_duplicate_uidls_too_big_are_skipped_not_headers(fake, ws):
+    """Headers only for a message the store can remember: with a duplicated
+    UIDL they would be fetched again on every run, so the big ones are
+    skipped instead (and say why)."""
+    big = b"Subject: big\r\n\r\n" + b"x" * 10000 + b"\r\n"
+    msgs = [("a", message(1)), ("dup", big), ("dup", big + b"2")]
+    f = fake(msgs)
+    ws.write(fake_account(ws, f, max_size="4k", max_size_action="headers"))
+    for _ in range(2):
+        r = ws.run("--json")
+        assert r.rc == EX_OK, r
+        assert "headers only need a unique UIDL" in r.err, r.err
+        assert not [l for l in f.all_lines() if l.startswith(("TOP 2", "TOP 3", "RETR 2",
+                                                            "RETR 3"))], f.sessions
+    assert ws.delivered() == [msgs[0][1]]
+    assert f.remaining() == ["dup", "dup"]
+
+
 def test_no_user_pass_when_capa_lacks_user(fake, ws):
     """pop3.md client item 23: CAPA worked and lists no USER (nor a usable
     SASL mechanism): no USER/PASS, a clear error."""

@@ -145,6 +145,45 @@ static void test_store_without_identity_is_adopted(void **state)
 			    "pigeon-uidl 1\naccount 110 h.example carol\n900 950 D old-1\n");
 }
 
+/* Hand-edited or damaged escapes: the line is ignored, nothing is read past
+ * its end (ASan would see it), the good lines stay. */
+static void test_bad_escapes_are_ignored(void **state)
+{
+	struct fixture *f = *state;
+	FILE *fp = fopen(f->path, "w");
+	assert_non_null(fp);
+	fputs("pigeon-uidl 1\naccount 110 h.example al%4\n900 950 D ok-1\n900 950 D bad%\n"
+	      "900 950 D bad%4\n900 950 D bad%zz\n900 950 D bad%00\n900 950 D sp%20ace\n",
+	      fp);
+	fclose(fp);
+	struct uidstore s;
+	char err[768];
+	open_store(&s, f->path);
+	assert_non_null(uidstore_find(&s, "ok-1"));
+	assert_non_null(uidstore_find(&s, "sp ace"));
+	assert_null(uidstore_find(&s, "bad"));
+	assert_null(uidstore_find(&s, "bad%4"));
+	/* the damaged account line was ignored: the store is claimed anew */
+	assert_int_equal(uidstore_claim(&s, "h.example", 110, "a b", err, sizeof(err)), 0);
+	uidstore_close(&s);
+}
+
+/* A mismatch names the line to write, escaped as the store writes it. */
+static void test_mismatch_message_has_the_escaped_line(void **state)
+{
+	struct fixture *f = *state;
+	struct uidstore s;
+	char err[1536];
+	open_store(&s, f->path);
+	assert_int_equal(uidstore_claim(&s, "pop.example.org", 995, "alice", err, sizeof(err)), 0);
+	assert_int_equal(uidstore_save(&s, false, 1000), 0);
+	uidstore_close(&s);
+	open_store(&s, f->path);
+	assert_int_equal(uidstore_claim(&s, "pop.example.org", 110, "a b%", err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "'account 110 pop.example.org a%20b%25'"));
+	uidstore_close(&s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -154,6 +193,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_identity_is_recorded_and_checked, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_store_without_identity_is_adopted, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_bad_escapes_are_ignored, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_mismatch_message_has_the_escaped_line, setup,
 						teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
