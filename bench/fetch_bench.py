@@ -12,12 +12,20 @@ fetchmail delivers into a Maildir in practice. Nothing here is a test: it
 reports, it does not assert. A run that exits non-zero or delivers fewer
 than --messages messages is flagged INVALID and left out of the timings; a
 client without a valid run gets no ratio (and the script exits 1).
+
+It also measures the server floor: a client that only reads (RETR
+pipelined, output thrown away) still needs that long, so it is Dovecot's
+share of every client's time. The wall-time ratios cannot exceed
+(other client's time / floor); the time above the floor is each client's
+own work, also shown as ratios.
 """
 import argparse
 import os
 import pathlib
 import random
 import shutil
+import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -72,6 +80,35 @@ def run(name, cmd, env, timeout):
         lines = [l for l in f.read().split() if l.isdigit()]
     os.unlink(rss_file.name)
     return elapsed, int(lines[-1]) if lines else 0, proc.returncode
+
+
+def server_floor(port, cafile, user, password, window=50):
+    """Seconds a client that only reads needs for every RETR (pipelined,
+    `window` in flight, output thrown away): the part of any client's time
+    that is the server's. No client can be faster than this."""
+    ctx = ssl.create_default_context(cafile=str(cafile))
+    sock = ctx.wrap_socket(socket.create_connection(("localhost", port), timeout=60),
+                           server_hostname="localhost")
+    f = sock.makefile("rb", buffering=1 << 20)
+    f.readline()
+    sock.sendall(b"USER %s\r\nPASS %s\r\nSTAT\r\n" % (user.encode(), password.encode()))
+    f.readline()
+    f.readline()
+    n = int(f.readline().split()[1])
+    start = time.monotonic()
+    sent = done = 0
+    while done < n:
+        while sent < n and sent - done < window:
+            sent += 1
+            sock.sendall(b"RETR %d\r\n" % sent)
+        assert f.readline().startswith(b"+OK")
+        while f.readline() != b".\r\n":
+            pass
+        done += 1
+    elapsed = time.monotonic() - start
+    sock.sendall(b"QUIT\r\n")
+    sock.close()
+    return elapsed
 
 
 def count(maildir):
@@ -175,6 +212,8 @@ def main():
             else:
                 invalid.append(name)
         base = results["pigeon fetch"][0] if "pigeon fetch" in results else None
+        floors = sorted(server_floor(dove.tls_port, cert, "bob", "secret") for _ in range(args.runs))
+        floor = floors[len(floors) // 2]
         print()
         print("median of the valid runs (of %d each)" % args.runs)
         print("%-14s %10s %12s %10s %18s" % ("client", "seconds", "messages", "max RSS", "time / pigeon"))
@@ -185,7 +224,19 @@ def main():
             secs, rss, n = results[name]
             ratio = "%17.2fx" % (secs / base) if base else "%18s" % "-"
             print("%-14s %10.2f %12d %8.1fMB %s" % (name, secs, n, rss / 1024, ratio))
+        print("%-14s %10.2f   (a client that only reads: Dovecot's share of every time above)"
+              % ("server floor", floor))
         print()
+        if base and base > floor:
+            print("time above the floor (the client's own work), as a ratio to pigeon's:")
+            for name in clients:
+                if name in results:
+                    print("  %-12s %6.2fs %8.2fx" % (name, results[name][0] - floor,
+                                                    (results[name][0] - floor) / (base - floor)))
+            if "mpop" in results:
+                print("no client can make mpop/pigeon exceed %.2f against this server"
+                      % (results["mpop"][0] / floor))
+            print()
         if base and "mpop" in results and "fetchmail" in results:
             print("goal: mpop/pigeon >= 2.0 (got %.2f), fetchmail/pigeon >= 4.0 (got %.2f)"
                   % (results["mpop"][0] / base, results["fetchmail"][0] / base))

