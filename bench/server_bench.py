@@ -188,8 +188,10 @@ def main():
                                                              (after - before) / max(held, 1)))
         p, d = rows["pigeond"], rows["dovecot"]
         print()
-        print("pigeond / dovecot: throughput %.2fx, memory per idle session %.2fx"
-              % (p[0] / d[0], ((p[4] - p[3]) / max(p[2], 1)) / max((d[4] - d[3]) / max(d[2], 1), 1)))
+        p_idle = max((p[4] - p[3]) / max(p[2], 1), 0.1)
+        d_idle = max((d[4] - d[3]) / max(d[2], 1), 0.1)
+        print("pigeond / dovecot: throughput %.2fx; an idle session costs pigeond %.4gx "
+              "what it costs dovecot (1/%.0f)" % (p[0] / d[0], p_idle / d_idle, d_idle / p_idle))
         pig.stop(check=False)
         dove.stop()
     finally:
