@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "auth/passwd_file.h"
+#include "common/bounds.h"
 #include "common/buf.h"
 #include "common/config.h"
 #include "common/log.h"
@@ -291,7 +292,8 @@ int cmd_deliver(int argc, char **argv)
 		goto out;
 	}
 	/* Quota check and publish under the maildrop's delivery lock. */
-	st = deliver_store(&target, &d);
+	long lock_budget_ms = DELIVER_LOCK_WAIT_MS;
+	st = deliver_store(&target, &d, &lock_budget_ms);
 	if (st != DELIVER_OK) {
 		status = store_failure(st, &cfg, target.maildir);
 		goto out;

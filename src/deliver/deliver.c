@@ -90,9 +90,10 @@ int deliver_over_quota(const struct deliver_target *t, uint64_t incoming)
 	return used + incoming > t->quota ? 1 : 0;
 }
 
-/* The maildrop's delivery lock, waiting at most DELIVER_LOCK_WAIT_MS.
- * Returns the descriptor (closing it releases the lock) or -1. */
-static int take_delivery_lock(const char *maildir)
+/* The maildrop's delivery lock, waiting at most *budget_ms (which is reduced
+ * by the time waited). Returns the descriptor (closing it releases the lock)
+ * or -1. */
+static int take_delivery_lock(const char *maildir, long *budget_ms)
 {
 	char path[4096];
 	if ((size_t)snprintf(path, sizeof(path), "%s/%s", maildir, DELIVER_LOCK_FILE) >= sizeof(path)) {
@@ -110,7 +111,8 @@ static int take_delivery_lock(const char *maildir)
 	long waited_ms = 0, step_ms = 1;
 	while (fcntl(fd, F_OFD_SETLK, &fl) < 0) {
 		if ((errno != EAGAIN && errno != EACCES && errno != EINTR) ||
-		    waited_ms >= DELIVER_LOCK_WAIT_MS) {
+		    waited_ms >= *budget_ms) {
+			*budget_ms = waited_ms >= *budget_ms ? 0 : *budget_ms - waited_ms;
 			log_error("maildir %s: cannot take %s: %s", maildir, DELIVER_LOCK_FILE,
 				  errno == EAGAIN || errno == EACCES ? "held too long" : strerror(errno));
 			close(fd);
@@ -122,17 +124,19 @@ static int take_delivery_lock(const char *maildir)
 		if (step_ms < 50)
 			step_ms *= 2;
 	}
+	*budget_ms -= waited_ms < *budget_ms ? waited_ms : *budget_ms;
 	return fd;
 }
 
-enum deliver_status deliver_store(const struct deliver_target *t, struct maildir_delivery *d)
+enum deliver_status deliver_store(const struct deliver_target *t, struct maildir_delivery *d,
+				  long *lock_budget_ms)
 {
 	maildir_delivery_finish(d);
 	if (t->quota == 0)
 		return maildir_delivery_publish(d);
 	/* The slow part (the message's own fsync) outside the lock. */
 	maildir_delivery_sync(d);
-	int lock = take_delivery_lock(t->maildir);
+	int lock = take_delivery_lock(t->maildir, lock_budget_ms);
 	if (lock < 0) {
 		maildir_delivery_abort(d);
 		return DELIVER_TEMP;

@@ -50,8 +50,13 @@ int deliver_over_quota(const struct deliver_target *t, uint64_t incoming);
  * maildrop's delivery lock check the quota and publish. Returns DELIVER_OK,
  * DELIVER_QUOTA (nothing stored), or a failure status of maildir_deliver.h
  * (a lock timeout is DELIVER_TEMP). d is finished or aborted on every path.
+ * The lock is waited for at most *lock_budget_ms, reduced by the wait: one
+ * budget for all copies of a message keeps a delivery to many busy
+ * maildrops within DELIVER_LOCK_WAIT_MS (and a stopping worker within the
+ * time its master grants).
  */
-enum deliver_status deliver_store(const struct deliver_target *t, struct maildir_delivery *d);
+enum deliver_status deliver_store(const struct deliver_target *t, struct maildir_delivery *d,
+				  long *lock_budget_ms);
 
 struct trace_info {
 	const char *sender;      /* MAIL FROM / -f ("" for <>); NULL: no Return-Path */

@@ -314,6 +314,7 @@ static void write_body(struct lmtp_conn *c)
 static void store_run(struct work *w)
 {
 	struct store_job *job = (struct store_job *)w;
+	long lock_budget_ms = DELIVER_LOCK_WAIT_MS; /* for all copies together */
 	for (size_t i = 0; i < job->n; i++) {
 		struct copy *cp = &job->copies[i];
 		if (!cp->open) {
@@ -327,7 +328,7 @@ static void store_run(struct work *w)
 			continue;
 		}
 		/* Quota check and publish under the maildrop's delivery lock. */
-		enum deliver_status st = deliver_store(&cp->target, &cp->file);
+		enum deliver_status st = deliver_store(&cp->target, &cp->file, &lock_budget_ms);
 		cp->open = false;
 		job->results[i] = store_result(st, job->quota_tempfail);
 	}

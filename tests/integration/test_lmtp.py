@@ -1174,6 +1174,38 @@ def test_sigterm_in_data_gets_421_and_stores_nothing(make_server):
         "no 421 before the close: %r" % m.buf
 
 
+def test_lock_wait_is_one_budget_for_all_recipients(make_server):
+    """Two recipients whose maildrops are both locked by someone else: the
+    message waits about 5 s in all (DELIVER_LOCK_WAIT_MS), not 5 s for each
+    copy, then both get 451 (a stopping worker must finish within the 10 s
+    its master grants)."""
+    srv = lmtp_server(make_server, settings={"delivery": {"quota": "10m"}})
+    holders = []
+    for user in ("alice", "bob"):
+        lock_path = srv.maildir(user) / "pigeon-deliver.lock"
+        holder = open(lock_path, "a+")
+        give_to_server(lock_path)
+        fcntl.lockf(holder, fcntl.LOCK_EX)
+        holders.append(holder)
+    try:
+        m = Lmtp(srv)
+        m.lhlo()
+        assert m.one("MAIL FROM:<s@example.net>") == b"250 2.1.0 Sender OK"
+        for user in ("alice", "bob"):
+            assert m.one("RCPT TO:<%s@example.org>" % user).startswith(b"250 ")
+        assert m.one("DATA").startswith(b"354 ")
+        t0 = time.monotonic()
+        m.send(b"Subject: locked out\r\n\r\ntext\r\n.\r\n")
+        first, second = m.line(), m.line()
+        took = time.monotonic() - t0
+    finally:
+        for holder in holders:
+            holder.close()
+    assert first.startswith(b"451 ") and second.startswith(b"451 "), (first, second)
+    assert 4.5 <= took < 8, "waited %.1f s for two locked maildrops" % took
+    assert new_files(srv, "alice") == [] and new_files(srv, "bob") == []
+
+
 def test_sigterm_while_storing_sends_the_real_replies_then_421(make_server):
     """A SIGTERM while the final store job runs: the message is committed
     anyway, so the client gets the job's real reply (then 421), never a 421
