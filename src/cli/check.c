@@ -17,7 +17,6 @@
 #include "auth/password.h"
 #include "common/config.h"
 #include "common/xmalloc.h"
-#include "store/location.h"
 #include "tls/tls.h"
 
 /* Every entry of the passwd-file parses, no user twice; returns problems. */
@@ -109,24 +108,16 @@ static int check_user(const struct config *cfg, FILE *err)
  * passwd-file? (They read it on every login; root reading it proves nothing.) */
 static int check_passwd_readable(const struct config *cfg, FILE *err)
 {
-	if (geteuid() != 0 || cfg->user[0] == '\0')
-		return 0;
-	struct passwd *pw = getpwnam(cfg->user);
-	if (pw == NULL || pw->pw_uid == 0)
-		return 0; /* check_user says so */
-	gid_t gid = pw->pw_gid;
-	if (cfg->group[0] != '\0') {
-		struct group *gr = getgrnam(cfg->group);
-		if (gr == NULL)
-			return 0;
-		gid = gr->gr_gid;
-	}
+	uid_t uid;
+	gid_t gid;
+	if (geteuid() != 0 || config_server_ids(cfg, &uid, &gid) < 0 || uid == 0)
+		return 0; /* check_user says what is wrong with them */
 	fflush(NULL);
 	pid_t pid = fork();
 	if (pid < 0)
 		return 0;
 	if (pid == 0) {
-		if (setgroups(0, NULL) < 0 || setgid(gid) < 0 || setuid(pw->pw_uid) < 0)
+		if (setgroups(0, NULL) < 0 || setgid(gid) < 0 || setuid(uid) < 0)
 			_exit(125);
 		int fd = open(cfg->passwd_file, O_RDONLY | O_CLOEXEC);
 		_exit(fd >= 0 ? 0 : errno == EACCES ? 13 : 0); /* missing: check_passwd says */
@@ -135,25 +126,11 @@ static int check_passwd_readable(const struct config *cfg, FILE *err)
 	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
 		;
 	if (WIFEXITED(status) && WEXITSTATUS(status) == 13) {
+		const struct group *gr = getgrgid(gid);
 		fprintf(err,
 			"pigeon: passwd-file %s: not readable by [server] user %s, so every login "
 			"would fail (e.g. chgrp %s and chmod 640 it)\n",
-			cfg->passwd_file, cfg->user,
-			cfg->group[0] ? cfg->group : getgrgid(gid) ? getgrgid(gid)->gr_name : "pigeon");
-		return 1;
-	}
-	return 0;
-}
-
-static int check_location(const struct config *cfg, FILE *err)
-{
-	char path[4096];
-	/* A sample user with a domain and a home exercises every %-variable. */
-	if (location_expand(cfg->mail_location, "user@example.org", "/home/user", path,
-			    sizeof(path)) < 0) {
-		fprintf(err, "pigeon: %s: [mail] location '%s' does not give an absolute path "
-			     "(variables: %%u %%n %%d %%h %%%%)\n",
-			cfg->path, cfg->mail_location);
+			cfg->passwd_file, cfg->user, gr != NULL ? gr->gr_name : "pigeon");
 		return 1;
 	}
 	return 0;
@@ -174,7 +151,6 @@ int check_config(const char *path, FILE *out, FILE *err)
 	problems += check_tls(&cfg, err);
 	problems += check_user(&cfg, err);
 	problems += check_passwd_readable(&cfg, err);
-	problems += check_location(&cfg, err);
 	if (problems == 0)
 		fprintf(out, "%s: OK (%u users, %zu POP3 and %zu POP3S listeners, TLS %s)\n", path,
 			users, cfg.n_pop3_listen, cfg.n_pop3s_listen,

@@ -8,8 +8,6 @@
  */
 #include <errno.h>
 #include <getopt.h>
-#include <grp.h>
-#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -114,23 +112,10 @@ static bool server_group(const char *config_path, gid_t *gid)
 {
 	struct config cfg;
 	char err[512];
+	uid_t uid;
 	config_defaults(&cfg);
-	bool ok = false;
-	if (config_load(&cfg, config_path, err, sizeof(err)) == 0) {
-		if (cfg.group[0] != '\0') {
-			struct group *gr = getgrnam(cfg.group);
-			if (gr != NULL) {
-				*gid = gr->gr_gid;
-				ok = true;
-			}
-		} else {
-			struct passwd *pw = getpwnam(cfg.user);
-			if (pw != NULL) {
-				*gid = pw->pw_gid;
-				ok = true;
-			}
-		}
-	}
+	bool ok = config_load(&cfg, config_path, err, sizeof(err)) == 0 &&
+		  config_server_ids(&cfg, &uid, gid) == 0;
 	config_free(&cfg);
 	return ok;
 }

@@ -201,13 +201,13 @@ static int listing_line(void *arg, const char *data, size_t len, bool eol)
 				return 0;
 			}
 		}
-		if (strlen(end) > POP3_UIDL_MAX) {
+		if (ulen > POP3_UIDL_MAX) {
 			l->bad = true;
 			printable(end, 24, shown, sizeof(shown));
 			snprintf(l->why, sizeof(l->why),
 				 "message %lu has a UIDL of %zu octets (\"%s...\"); RFC 1939 allows "
 				 "at most %d",
-				 num, strlen(end), shown, POP3_UIDL_MAX);
+				 num, ulen, shown, POP3_UIDL_MAX);
 			return 0;
 		}
 		m->uidl = xstrdup(end);

@@ -299,18 +299,16 @@ static int fill(struct client_conn *c)
 			} else {
 				int e = SSL_get_error(c->ssl, r);
 				ERR_clear_error();
-				if (!(saved == EINTR &&
-				      (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)))
-					c->tls_broken = true; /* no close_notify after this */
-				if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && saved == 0)) {
-					c->eof = true;
-					return fail(c, "connection closed by %s", c->host);
-				}
 				/* A blocking socket's EINTR and SO_RCVTIMEO's EAGAIN both
 				 * come back as "want read"; only EINTR is retried. */
 				if (saved == EINTR &&
 				    (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE))
 					continue;
+				c->tls_broken = true; /* no close_notify after this */
+				if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && saved == 0)) {
+					c->eof = true;
+					return fail(c, "connection closed by %s", c->host);
+				}
 				if (saved == EAGAIN || saved == EWOULDBLOCK)
 					return fail(c, "%s did not answer in time", c->host);
 				if (e == SSL_ERROR_SYSCALL && saved != 0)

@@ -153,13 +153,18 @@ static int capa_line(void *arg, const char *data, size_t len, bool eol)
 	return 0;
 }
 
-int pop3c_capa(struct pop3c *p)
+static void capa_forget(struct pop3c *p)
 {
-	/* RFC 2595 §4: after STLS everything learnt before is forgotten. */
 	p->capa_ok = p->has_top = p->has_uidl = p->has_user = p->has_pipelining = false;
 	p->has_stls = p->has_resp_codes = p->has_auth_resp_code = false;
 	p->sasl[0] = p->implementation[0] = '\0';
 	p->login_delay = p->expire = -1;
+}
+
+int pop3c_capa(struct pop3c *p)
+{
+	/* RFC 2595 §4: after STLS everything learnt before is forgotten. */
+	capa_forget(p);
 	buf_clear(&p->capa_raw);
 	struct pop3c_reply r;
 	if (pop3c_send(p, false, "CAPA") < 0 || pop3c_reply(p, &r) < 0)
@@ -172,10 +177,7 @@ int pop3c_capa(struct pop3c *p)
 	if (pop3c_body(p, capa_line, p, NULL) < 0)
 		return -1;
 	if (p->capa_bad) {
-		/* Believe none of it. */
-		p->capa_ok = p->has_top = p->has_uidl = p->has_user = p->has_pipelining = false;
-		p->has_stls = p->has_resp_codes = p->has_auth_resp_code = false;
-		p->sasl[0] = '\0';
+		capa_forget(p); /* believe none of it */
 		return -1;
 	}
 	return 0;

@@ -118,6 +118,16 @@ static void escape(struct buf *b, const char *s)
 	}
 }
 
+/* "account <port> <host> <user>\n": whose UIDLs the store holds. */
+static void account_line(struct buf *b, const char *host, unsigned port, const char *user)
+{
+	buf_printf(b, "account %u ", port);
+	escape(b, host);
+	buf_append_byte(b, ' ');
+	escape(b, user);
+	buf_append_byte(b, '\n');
+}
+
 static int unescape(char *s)
 {
 	char *o = s;
@@ -311,11 +321,8 @@ int uidstore_claim(struct uidstore *s, const char *host, unsigned port, const ch
 		return 0;
 	/* the line to put in the store, escaped as the store writes it */
 	struct buf line = BUF_INIT;
-	buf_printf(&line, "account %u ", port);
-	escape(&line, host);
-	buf_append_byte(&line, ' ');
-	escape(&line, user);
-	buf_append_byte(&line, '\0');
+	account_line(&line, host, port, user);
+	line.data[line.len - 1] = '\0'; /* the newline */
 	snprintf(err, errlen,
 		 "the UIDL store %s belongs to user %s on %s port %u, not to this account (user %s on "
 		 "%s port %u): its UIDLs would count as already fetched here (and delete mode would "
@@ -359,13 +366,8 @@ int uidstore_save(struct uidstore *s, bool prune, time_t now)
 		return 0;
 	struct buf b = BUF_INIT;
 	buf_append_str(&b, "pigeon-uidl 1\n");
-	if (s->host != NULL) {
-		buf_printf(&b, "account %u ", s->port);
-		escape(&b, s->host);
-		buf_append_byte(&b, ' ');
-		escape(&b, s->user);
-		buf_append_byte(&b, '\n');
-	}
+	if (s->host != NULL)
+		account_line(&b, s->host, s->port, s->user);
 	/* Downloads begun without DONE stay recorded until recovery settles
 	 * them (e.g. files renamed into new/ whose directory fsync failed). */
 	for (size_t i = 0; i < s->n_pending; i++) {

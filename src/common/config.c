@@ -10,6 +10,8 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <grp.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -26,6 +28,7 @@
 #include "common/ini.h"
 #include "common/strutil.h"
 #include "common/xmalloc.h"
+#include "store/location.h"
 
 enum setting_type {
 	SET_STRING,
@@ -246,21 +249,6 @@ static int parse_prefix_cb(const char *s, unsigned unused, void *out)
 static int set_error(struct parse_state *st, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
-/* Why a [mail] location template can never give a maildrop path, or NULL. */
-static const char *location_problem(const char *t)
-{
-	if (t[0] != '\0' && t[0] != '/' && strncmp(t, "%h", 2) != 0)
-		return "must be an absolute path template (start with / or %h)";
-	for (; *t != '\0'; t++) {
-		if (*t != '%')
-			continue;
-		t++;
-		if (*t == '\0' || strchr("undh%", *t) == NULL)
-			return "unknown variable (known: %u %n %d %h %%)";
-	}
-	return NULL;
-}
-
 static bool cipher_list_ok(const char *list, bool tls13_suites)
 {
 	SSL_CTX *ctx = SSL_CTX_new(TLS_method());
@@ -320,10 +308,14 @@ static int apply(struct parse_state *st, const struct setting *set, const char *
 		return 0;
 	case SET_LOCATION: {
 		/* A template no user could expand is found now, not as a
-		 * [SYS/PERM] at every login. */
-		const char *why = location_problem(value);
-		if (why != NULL)
-			return set_error(st, "%s '%.128s': %s", set->name, value, why);
+		 * [SYS/PERM] at every login: try it on a user with a domain and
+		 * a home, which every %-variable accepts. */
+		char sample[4096];
+		if (location_expand(value, "user@example.org", "/home/user", sample,
+				    sizeof(sample)) < 0)
+			return set_error(st, "%s '%.128s' gives no absolute maildrop path (start with "
+					     "/ or %%h; variables: %%u %%n %%d %%h %%%%)",
+					 set->name, value);
 		free(*(char **)field);
 		*(char **)field = xstrdup(value);
 		return 0;
@@ -507,6 +499,22 @@ int config_load(struct config *cfg, const char *path, char *err, size_t errlen)
 	free(abs);
 	buf_free(&text);
 	return rc;
+}
+
+int config_server_ids(const struct config *cfg, uid_t *uid, gid_t *gid)
+{
+	struct passwd *pw = cfg->user[0] != '\0' ? getpwnam(cfg->user) : NULL;
+	if (pw == NULL)
+		return -1;
+	*uid = pw->pw_uid;
+	*gid = pw->pw_gid;
+	if (cfg->group[0] != '\0') {
+		struct group *gr = getgrnam(cfg->group);
+		if (gr == NULL)
+			return -1;
+		*gid = gr->gr_gid;
+	}
+	return 0;
 }
 
 bool config_has_tls(const struct config *cfg)

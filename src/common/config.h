@@ -7,6 +7,7 @@
 #define PIGEON_CONFIG_H
 
 #include <stdbool.h>
+#include <sys/types.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -109,6 +110,10 @@ int config_load_string(struct config *cfg, const char *name, const char *text, c
 		       size_t errlen);
 /* Is TLS configured (a certificate and key)? */
 bool config_has_tls(const struct config *cfg);
+/* The uid and gid pigeond's workers run as: [server] user, and [server] group
+ * or else the user's primary group. -1 when the user is empty or either
+ * does not exist (looked up in the system's user database). */
+int config_server_ids(const struct config *cfg, uid_t *uid, gid_t *gid);
 /* Checks that span settings (after loading). */
 int config_validate(const struct config *cfg, char *err, size_t errlen);
 void config_free(struct config *cfg);

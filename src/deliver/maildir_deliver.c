@@ -233,6 +233,18 @@ void maildir_delivery_sync(struct maildir_delivery *d)
 	d->synced = true;
 }
 
+/* The file (tmp, relative to the Maildir) cannot be published: remove it.
+ * The Maildir exists by now, so no failure is permanent. */
+static enum deliver_status publish_failed(struct maildir_delivery *d, const char *tmp,
+					  const char *what)
+{
+	log_error("maildir %s: %s %s: %s", d->path, what, tmp, strerror(d->error));
+	unlinkat(d->dir_fd, tmp, 0);
+	release(d);
+	enum deliver_status st = deliver_status_from_errno(d->error);
+	return st == DELIVER_PERM ? DELIVER_TEMP : st;
+}
+
 enum deliver_status maildir_delivery_publish(struct maildir_delivery *d)
 {
 	char tmp[300];
@@ -242,22 +254,13 @@ enum deliver_status maildir_delivery_publish(struct maildir_delivery *d)
 	if (close(d->tmp_fd) < 0 && d->error == 0)
 		d->error = errno;
 	d->tmp_fd = -1;
-	if (d->error != 0) {
-		log_error("maildir %s: writing %s: %s", d->path, tmp, strerror(d->error));
-		unlinkat(d->dir_fd, tmp, 0);
-		release(d);
-		enum deliver_status st = deliver_status_from_errno(d->error);
-		return st == DELIVER_PERM ? DELIVER_TEMP : st;
-	}
+	if (d->error != 0)
+		return publish_failed(d, tmp, "writing the file");
 	/* rename is atomic: readers see the whole message or nothing. The name
 	 * is unique (time, pid, counter, random), so nothing is overwritten. */
 	if (renameat(d->dir_fd, tmp, d->dir_fd, d->final_name) < 0) {
 		d->error = errno;
-		log_error("maildir %s: rename into new/: %s", d->path, strerror(errno));
-		unlinkat(d->dir_fd, tmp, 0);
-		release(d);
-		enum deliver_status st = deliver_status_from_errno(d->error);
-		return st == DELIVER_PERM ? DELIVER_TEMP : st;
+		return publish_failed(d, tmp, "rename into new/");
 	}
 	enum deliver_status st = DELIVER_OK;
 	if (!d->defer_dir_sync && !d->no_fsync) {

@@ -233,7 +233,8 @@ static void log_session_end(struct conn *c)
 	char safe[2 * POP3_MAX_COMMAND_LINE];
 	log_info("session end: user=%s ip=%s state=%s tls=%s retrieved=%llu bytes=%llu "
 		 "deleted=%llu commands=%llu bad=%llu authfail=%llu duration=%.3fs reason=%s",
-		 user ? str_log_safe(user, safe, sizeof(safe)) : "-", c->peer, state_name(c), c->tls ? "yes" : "no",
+		 user ? str_log_safe(user, safe, sizeof(safe)) : "-", c->peer, state_name(c),
+		 c->tls ? "yes" : "no",
 		 (unsigned long long)st->retrieved, (unsigned long long)st->retrieved_bytes,
 		 (unsigned long long)st->deleted, (unsigned long long)st->commands,
 		 (unsigned long long)st->bad_commands, (unsigned long long)st->auth_failures,
@@ -720,7 +721,6 @@ static bool tls_on_plain_port(struct conn *c, struct evbuffer *in)
 	return true;
 }
 
-/* Read complete lines and feed them to the core while it is ready. */
 /* A SASL exchange the core refused (never a password check: those are
  * logged with the login job). */
 static void log_sasl_failure(struct conn *c)
@@ -734,6 +734,7 @@ static void log_sasl_failure(struct conn *c)
 		 st->last_sasl_error ? st->last_sasl_error : "-");
 }
 
+/* Read complete lines and feed them to the core while it is ready. */
 static void process(struct conn *c)
 {
 	if (c->closed || c->session == NULL || c->handshaking)

@@ -8,7 +8,6 @@
 #include <sys/mman.h>
 
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <openssl/rand.h>
 
 #include "common/log.h"
@@ -29,13 +28,15 @@ struct shared_table {
 	pthread_mutex_t lock;
 	unsigned n;
 	size_t map_size;
-	/* Where a key lives is keyed with a secret, so nobody can pick client
-	 * addresses or user names that crowd one slot's neighbourhood and
-	 * evict someone else's failure count. */
-	unsigned char seed[32];
 	uint32_t sessions; /* POP3 sessions in all workers */
 	struct slot slots[];
 };
+
+/* Keys are hashed with a secret (set here before the workers are forked,
+ * so they all share it): nobody can pick client addresses or user names
+ * whose keys crowd one slot's neighbourhood and evict someone else's
+ * failure count. */
+static unsigned char key_seed[32];
 
 struct shared_table *shared_create(unsigned slots)
 {
@@ -55,8 +56,8 @@ struct shared_table *shared_create(unsigned slots)
 	pthread_mutexattr_destroy(&attr);
 	t->n = slots;
 	t->map_size = size;
-	if (RAND_bytes(t->seed, sizeof(t->seed)) != 1) {
-		log_error("shared memory: no random numbers for the table's seed");
+	if (RAND_bytes(key_seed, sizeof(key_seed)) != 1) {
+		log_error("shared memory: no random numbers for the table's key seed");
 		munmap(t, size);
 		return NULL;
 	}
@@ -88,6 +89,7 @@ static void hash_key(const char *kind, const void *data, size_t len, struct shar
 	unsigned int dlen = 0;
 	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
 	EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
+	EVP_DigestUpdate(ctx, key_seed, sizeof(key_seed));
 	EVP_DigestUpdate(ctx, kind, strlen(kind) + 1);
 	EVP_DigestUpdate(ctx, data, len);
 	EVP_DigestFinal_ex(ctx, digest, &dlen);
@@ -120,11 +122,8 @@ void shared_key_user(const char *user, struct shared_key *out)
 static struct slot *find(struct shared_table *t, const struct shared_key *key, bool create,
 			 time_t now)
 {
-	unsigned char md[EVP_MAX_MD_SIZE];
-	unsigned int mdlen = 0;
-	HMAC(EVP_sha256(), t->seed, sizeof(t->seed), key->k, sizeof(key->k), md, &mdlen);
 	uint32_t h;
-	memcpy(&h, md, sizeof(h));
+	memcpy(&h, key->k, sizeof(h));
 	struct slot *victim = NULL;
 	for (unsigned i = 0; i < PROBE && i < t->n; i++) {
 		struct slot *s = &t->slots[(h + i) % t->n];

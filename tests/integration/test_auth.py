@@ -837,16 +837,17 @@ def test_failure_time_does_not_depend_on_the_hash(make_server):
 
 
 PER_IP_REFUSAL = b"-ERR [SYS/TEMP] Too many connections from your address"
+TOTAL_REFUSAL = b"-ERR [SYS/TEMP] Too many connections, try again later"
 
 
-def connect_until_accepted(srv, attempts=50):
+def connect_until_accepted(srv, attempts=50, refusal=PER_IP_REFUSAL):
     """A new session (the slot of a just-closed one is freed asynchronously)."""
     for _ in range(attempts):
         c = srv.raw(greeting=False)
         line = c.readline()
         if line.startswith(b"+OK"):
             return c
-        assert line == PER_IP_REFUSAL, line
+        assert line == refusal, line
         c.close()
         time.sleep(0.05)
     raise AssertionError("no session slot became free")
@@ -897,28 +898,35 @@ def worker_of(srv, client):
     raise AssertionError("no worker holds socket inode %s" % inode)
 
 
-def test_max_sessions_per_ip_across_workers(make_server):
-    srv = make_server(settings={"server": {"max_sessions_per_ip": "2", "workers": "2"}})
+def one_session_in_each_worker(srv, refusal):
+    """Two sessions held by the two workers, one each (skips the test when
+    the kernel keeps giving every connection to the same worker)."""
     assert len(srv.worker_pids()) == 2
     c1 = srv.raw()
     w1 = worker_of(srv, c1)
-    c2 = None
     for _ in range(40):
-        c = connect_until_accepted(srv)
+        c = connect_until_accepted(srv, refusal=refusal)
         if worker_of(srv, c) != w1:
-            c2 = c
-            break
+            return c1, c
         c.close()
         time.sleep(0.02)
-    if c2 is None:
-        pytest.skip("the kernel gave every connection to the same worker")
-    # one session in each worker: whichever worker takes the third, it must
-    # count the session held by the other one
-    for _ in range(6):
-        c3 = srv.raw(greeting=False)
-        assert c3.readline() == PER_IP_REFUSAL
-        assert c3.is_closed(5)
-        c3.close()
+    pytest.skip("the kernel gave every connection to the same worker")
+
+
+def assert_refused(srv, refusal, times=6):
+    """Whichever worker takes a connection, it counts the sessions held by
+    the other one too."""
+    for _ in range(times):
+        c = srv.raw(greeting=False)
+        assert c.readline() == refusal
+        assert c.is_closed(5)
+        c.close()
+
+
+def test_max_sessions_per_ip_across_workers(make_server):
+    srv = make_server(settings={"server": {"max_sessions_per_ip": "2", "workers": "2"}})
+    c1, c2 = one_session_in_each_worker(srv, PER_IP_REFUSAL)
+    assert_refused(srv, PER_IP_REFUSAL)
     c1.close()
     c2.close()
 
@@ -926,25 +934,8 @@ def test_max_sessions_per_ip_across_workers(make_server):
 def test_max_sessions_across_workers(make_server):
     """[server] max_sessions bounds the POP3 sessions of all workers together."""
     srv = make_server(settings={"server": {"max_sessions": "2", "workers": "2"}})
-    assert len(srv.worker_pids()) == 2
-    c1 = srv.raw()
-    w1 = worker_of(srv, c1)
-    c2 = None
-    for _ in range(40):
-        c = srv.raw(greeting=False)
-        line = c.readline()
-        if line.startswith(b"+OK") and worker_of(srv, c) != w1:
-            c2 = c
-            break
-        c.close()
-        time.sleep(0.05)  # the closed session's place is given back asynchronously
-    if c2 is None:
-        pytest.skip("the kernel gave every connection to the same worker")
-    for _ in range(6):
-        c3 = srv.raw(greeting=False)
-        assert c3.readline() == b"-ERR [SYS/TEMP] Too many connections, try again later"
-        assert c3.is_closed(5)
-        c3.close()
+    c1, c2 = one_session_in_each_worker(srv, TOTAL_REFUSAL)
+    assert_refused(srv, TOTAL_REFUSAL)
     assert "session limit (2) reached" in srv.log()
     c1.close()
     c2.close()

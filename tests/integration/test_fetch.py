@@ -1977,14 +1977,25 @@ def test_headers_mode_without_uidl_names_the_real_reason(fake, ws):
     assert "no TOP" not in r.err
 
 
-def start_fetch_in_own_group(ws):
-    """pigeon fetch as the foreground job of a terminal would run: Ctrl-C is
-    SIGINT to its whole process group."""
+def ctrl_c_when(ws, ready, settle=0.0):
+    """Run pigeon fetch as the foreground job of a terminal would run, and
+    once ready() holds (and settle seconds more) press Ctrl-C: SIGINT to its
+    whole process group. Returns (exit status, stderr)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("XDG_")}
     env["HOME"] = str(ws.home)
-    return subprocess.Popen([str(build_dir() / "pigeon"), "fetch", "--json", "-c", str(ws.conf)],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=env, start_new_session=True)
+    p = subprocess.Popen([str(build_dir() / "pigeon"), "fetch", "--json", "-c", str(ws.conf)],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, env=env, start_new_session=True)
+    try:
+        assert wait_until(ready, timeout=20, step=0.01)
+        time.sleep(settle)
+        os.killpg(p.pid, signal.SIGINT)
+        _, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    return p.returncode, err.decode(errors="replace")
 
 
 def test_ctrl_c_over_tls_finishes_the_message_and_quits(fake, ws, pki):
@@ -1996,19 +2007,9 @@ def test_ctrl_c_over_tls_finishes_the_message_and_quits(fake, ws, pki):
     msgs = fake_messages(8)
     f = fake(msgs, tls=ctx, retr_delay=0.6)
     ws.write(tls_account(ws, f.port, pki, password="secret"))
-    p = start_fetch_in_own_group(ws)
-    try:
-        assert wait_until(lambda: f.sessions and "RETR 2" in f.sessions[0], timeout=20,
-                          step=0.01)
-        time.sleep(0.1)  # inside the read of RETR 2's (delayed) answer
-        os.killpg(p.pid, signal.SIGINT)
-        out, err = p.communicate(timeout=30)
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-    err = err.decode(errors="replace")
-    assert p.returncode == 130, err
+    # settle: inside the read of RETR 2's (delayed) answer
+    rc, err = ctrl_c_when(ws, lambda: f.sessions and "RETR 2" in f.sessions[0], settle=0.1)
+    assert rc == 130, err
     assert "TLS error" not in err, err
     cmds = f.commands(0)
     assert cmds[-1] == "QUIT", f.sessions
@@ -2041,18 +2042,8 @@ def test_ctrl_c_does_not_kill_the_mda(fake, ws):
     script.write_text(SLOW_MDA)
     os.chmod(script, 0o755)
     ws.write(fake_account(ws, f, destination="mda:OUT=%s %s" % (out, script)))
-    p = start_fetch_in_own_group(ws)
-    try:
-        assert wait_until(lambda: pathlib.Path("%s.started" % out).exists(), timeout=20,
-                          step=0.01)
-        os.killpg(p.pid, signal.SIGINT)
-        _, err = p.communicate(timeout=30)
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-    err = err.decode(errors="replace")
-    assert p.returncode == 130, err
+    rc, err = ctrl_c_when(ws, lambda: pathlib.Path("%s.started" % out).exists())
+    assert rc == 130, err
     assert "killed by signal" not in err, err
     assert mda_stored(out) == [msgs[0][1]], err
     assert f.commands(0)[-2:] == ["DELE", "QUIT"], f.sessions
